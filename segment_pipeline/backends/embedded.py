@@ -1,0 +1,118 @@
+"""The embedded default backend: `TinyVideoDiffusion` run window by window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..embedded_model import DEFAULT_MODEL_DIR, TinyVideoDiffusion
+from ..errors import InvalidRequest
+from ..generator import SegmentedGenerator, StepCallback
+from ..request import GeneratorDefaults, Limits, ResolvedRequest
+
+
+def window_seed(seed: int, index: int) -> int:
+    """The noise seed of window `index`: distinct per (seed, index), stable across runs."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class EmbeddedGenerator(SegmentedGenerator):
+    """Generates with the shipped default model (or one saved by training) on CPU or GPU."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        limits: Limits | None = None,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(limits)
+        self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL_DIR
+        self.model = TinyVideoDiffusion.load(self.model_path).to(device)
+        self.device = torch.device(device)
+        config = self.model.config
+        self.name = config.name
+        self.defaults = GeneratorDefaults(
+            width=config.width,
+            height=config.height,
+            fps=config.fps,
+            seconds=4.0,
+            num_inference_steps=config.default_steps,
+            guidance_scale=1.0,
+            segment_frames=config.frames,
+            overlap_frames=config.default_overlap,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(backend="embedded", model_path=str(self.model_path))
+        return info
+
+    def check_inputs(self, request: ResolvedRequest) -> None:
+        config = self.model.config
+        step = config.unshuffle * 8  # space-to-depth, then three UNet levels
+        for param, value in (("width", request.width), ("height", request.height)):
+            if value % step or value < step:
+                raise InvalidRequest(
+                    f"{param} must be a multiple of {step} for the embedded model "
+                    f"(it was trained at {config.width}x{config.height}), got {value}",
+                    param=param,
+                )
+        if request.segment_frames > config.frames:
+            raise InvalidRequest(
+                f"segment_frames can be at most {config.frames} for the embedded model, "
+                f"got {request.segment_frames}",
+                param="segment_frames",
+            )
+
+    @torch.inference_mode()
+    def generate_window(
+        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
+    ) -> np.ndarray:
+        model, config = self.model, self.model.config
+        frames, height, width = config.frames, request.height, request.width
+
+        # 1. Encode the prompt (and the negative prompt when guidance is on)
+        guided = request.guidance_scale > 1.0
+        prompts = [request.prompt] + ([request.negative_prompt] if guided else [])
+        text, text_mask = model.encode_prompts(prompts)
+
+        # 2. Prepare the given frames and their mask
+        given_pixels = torch.zeros(1, frames, 3, height, width, device=self.device)
+        given_mask = torch.zeros(1, frames, device=self.device)
+        if len(given):
+            pixels = torch.from_numpy(np.ascontiguousarray(given)).to(self.device)
+            given_pixels[0, : len(given)] = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            given_mask[0, : len(given)] = 1.0
+        given_packed = model.to_channels(given_pixels)
+
+        # 3. Prepare the initial noise, seeded per window
+        noise_gen = torch.Generator().manual_seed(window_seed(request.seed, index))
+        sample = torch.randn(given_packed.shape, generator=noise_gen).to(self.device)
+
+        # 4. Denoise
+        scheduler = model.make_scheduler()
+        scheduler.set_timesteps(request.num_inference_steps, device=self.device)
+        total = len(scheduler.timesteps)
+        for step, t in enumerate(scheduler.timesteps):
+            batch = sample.expand(len(prompts), -1, -1, -1)
+            v = model(
+                batch,
+                t.expand(len(prompts)),
+                given_packed.expand(len(prompts), -1, -1, -1),
+                given_mask.expand(len(prompts), -1),
+                text,
+                text_mask,
+            )
+            if guided:
+                v = v[1:] + request.guidance_scale * (v[:1] - v[1:])
+            sample = scheduler.step(v, t, sample).prev_sample
+            on_step(step + 1, total)
+
+        # 5. Unpack to frames
+        out = model.from_channels(sample)[0].clamp(-1, 1)
+        out = ((out + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return out[: request.segment_frames].cpu().numpy()

@@ -1,0 +1,125 @@
+"""Generation and encoding overlapped: segment k is encoded on a side thread while segment
+k+1 is being denoised.
+
+`SegmentPipeline.open(request)` resolves and checks the request and prepares the encoder, so
+the init segment and codec string are known before any frame is generated (a server sends
+them in its `start` event). `PipelineJob.run(on_segment)` then drives the generator on the
+calling thread and hands each `EncodedSegment` to `on_segment`, in order, from the encoder
+thread. At most `max_pending` segments wait for the encoder, which bounds memory if encoding
+is ever slower than generation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .encoder import EncodedFragment, EncoderOptions, FragmentedMP4Encoder
+from .generator import CancelToken, ProgressCallback, Segment, SegmentedGenerator
+from .request import GenerationRequest, ResolvedRequest
+
+
+@dataclass(frozen=True)
+class EncodedSegment:
+    """A generated segment and its fMP4 bytes (see `EncodedFragment` for the two forms)."""
+
+    segment: Segment
+    encoded: EncodedFragment
+
+    @property
+    def index(self) -> int:
+        return self.segment.index
+
+    @property
+    def fragment(self) -> bytes:
+        return self.encoded.fragment
+
+    @property
+    def standalone(self) -> bytes:
+        return self.encoded.standalone
+
+
+class SegmentPipeline:
+    """A generator and encoder settings; opens one `PipelineJob` per request."""
+
+    def __init__(self, generator: SegmentedGenerator, options: EncoderOptions | None = None):
+        self.generator = generator
+        self.options = options or EncoderOptions()
+
+    def open(self, request: GenerationRequest | ResolvedRequest) -> PipelineJob:
+        """Check `request` (raises `InvalidRequest`) and prepare its encoder."""
+        resolved = (
+            request if isinstance(request, ResolvedRequest) else self.generator.resolve(request)
+        )
+        encoder = FragmentedMP4Encoder(resolved.width, resolved.height, resolved.fps, self.options)
+        return PipelineJob(self.generator, resolved, encoder)
+
+
+class PipelineJob:
+    """One request's run through generator and encoder."""
+
+    def __init__(
+        self,
+        generator: SegmentedGenerator,
+        request: ResolvedRequest,
+        encoder: FragmentedMP4Encoder,
+        max_pending: int = 2,
+    ) -> None:
+        self.generator = generator
+        self.request = request
+        self.encoder = encoder
+        self._slots = threading.BoundedSemaphore(max_pending)
+
+    @property
+    def init_segment(self) -> bytes:
+        return self.encoder.init_segment
+
+    @property
+    def codec_string(self) -> str:
+        return self.encoder.codec_string
+
+    @property
+    def total_segments(self) -> int | None:
+        return self.request.total_segments
+
+    def run(
+        self,
+        on_segment: Callable[[EncodedSegment], None],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        """Generate and encode every segment; blocks until the last one is handed over.
+
+        `on_segment` runs on the encoder thread and should return quickly. Errors from the
+        generator (including `GenerationCancelled`) and from the encoder are raised here;
+        segments already encoded are still handed over first.
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix="fmp4-encoder") as executor:
+            pending: list[Future[None]] = []
+            try:
+                for segment in self.generator.segments(
+                    self.request, progress=progress, cancel=cancel
+                ):
+                    self._slots.acquire()
+                    pending.append(executor.submit(self._encode, segment, on_segment))
+                    _raise_failed(pending)
+            finally:
+                for future in pending:
+                    future.exception()  # wait for every submitted segment
+            _raise_failed(pending)
+
+    def _encode(self, segment: Segment, on_segment: Callable[[EncodedSegment], None]) -> None:
+        try:
+            encoded = self.encoder.encode(segment.index, segment.frames, segment.start_frame)
+            on_segment(EncodedSegment(segment, encoded))
+        finally:
+            self._slots.release()
+
+
+def _raise_failed(pending: list[Future[None]]) -> None:
+    for future in pending:
+        if future.done() and future.exception() is not None:
+            raise future.exception()  # type: ignore[misc]

@@ -1,0 +1,316 @@
+"""The generation request: what a caller asks for, and the fully resolved form a backend runs.
+
+`GenerationRequest` leaves backend-dependent fields as ``None``; `resolve` fills them from the
+backend's `GeneratorDefaults`, checks them against the service's `Limits` and returns a
+`ResolvedRequest` in which every number is concrete. Every check raises `InvalidRequest`
+naming the parameter, so a caller can point the user at the field to fix.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Service-wide caps on what one request may ask for."""
+
+    max_width: int = 1280
+    max_height: int = 1280
+    max_frames: int = 100_000
+    max_fps: float = 60.0
+    max_inference_steps: int = 200
+    max_prompt_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class GeneratorDefaults:
+    """A backend's defaults for the fields a request may leave out."""
+
+    width: int = 128
+    height: int = 128
+    fps: float = 8.0
+    seconds: float = 4.0
+    num_inference_steps: int = 8
+    guidance_scale: float = 1.0
+    segment_frames: int = 12
+    overlap_frames: int = 4
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a caller asks for. ``None`` means "the backend's default".
+
+    Duration is given by exactly one of `num_frames` (frames), `seconds`, or `unbounded`
+    (segments until cancelled). `reference_image` is (H, W, 3) uint8 and becomes frame 0;
+    `extend_video` is (T, H, W, 3) uint8 and the output continues from its last frame.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    seconds: float | None = None
+    num_frames: int | None = None
+    unbounded: bool = False
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    segment_frames: int | None = None
+    overlap_frames: int | None = None
+    reference_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    extend_video: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every field concrete and checked; what backends consume."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    fps: float
+    total_frames: int | None  # None: unbounded
+    num_inference_steps: int
+    guidance_scale: float
+    segment_frames: int
+    overlap_frames: int
+    reference_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    extend_video: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def seconds(self) -> float | None:
+        """Total duration in seconds, or None when unbounded."""
+        return None if self.total_frames is None else self.total_frames / self.fps
+
+    @property
+    def first_given_frames(self) -> int:
+        """Frames given to segment 0 as conditioning (reference image or extended video)."""
+        if self.extend_video is not None:
+            return min(self.overlap_frames, len(self.extend_video))
+        return 1 if self.reference_image is not None else 0
+
+    @property
+    def first_emits_given(self) -> bool:
+        """A reference image is frame 0 of the output; an extended video's frames are not."""
+        return self.extend_video is None
+
+    def frames_emitted_by(self, index: int) -> int:
+        """New frames segment `index` adds to the output when not trimmed (frames)."""
+        if index == 0:
+            skipped = 0 if self.first_emits_given else self.first_given_frames
+            return self.segment_frames - skipped
+        return self.segment_frames - self.overlap_frames
+
+    @property
+    def total_segments(self) -> int | None:
+        """Number of segments, or None when unbounded."""
+        if self.total_frames is None:
+            return None
+        remaining = self.total_frames - self.frames_emitted_by(0)
+        if remaining <= 0:
+            return 1
+        return 1 + math.ceil(remaining / self.frames_emitted_by(1))
+
+
+def _positive_int(value: object, param: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InvalidRequest(f"{param} must be an integer, got {value!r}", param=param)
+    if value < minimum:
+        raise InvalidRequest(f"{param} must be at least {minimum}, got {value}", param=param)
+    return int(value)
+
+
+def _positive_float(value: object, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise InvalidRequest(f"{param} must be a number, got {value!r}", param=param)
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidRequest(f"{param} must be a positive number, got {value}", param=param)
+    return number
+
+
+def _check_image(image: np.ndarray, param: str, width: int, height: int) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape[-1:] != (3,):
+        raise InvalidRequest(f"{param} must be uint8 RGB pixels (..., H, W, 3)", param=param)
+    if image.shape[-3:-1] != (height, width):
+        image = resize_frames(image, width, height)
+    return image
+
+
+def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize (H, W, 3) or (T, H, W, 3) uint8 frames to `width` x `height` (bilinear)."""
+    from PIL import Image
+
+    single = frames.ndim == 3
+    stack = frames[None] if single else frames
+    out = np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BILINEAR))
+            for f in stack
+        ]
+    )
+    return out[0] if single else out
+
+
+def resolve(request: GenerationRequest, defaults: GeneratorDefaults, limits: Limits) -> ResolvedRequest:
+    """Fill `request`'s defaults and check every field; raises `InvalidRequest`."""
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        raise InvalidRequest("prompt must be a non-empty string", param="prompt")
+    if len(request.prompt) > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is {len(request.prompt)} characters; the limit is {limits.max_prompt_chars}",
+            param="prompt",
+        )
+    width = _positive_int(request.width if request.width is not None else defaults.width, "width")
+    height = _positive_int(
+        request.height if request.height is not None else defaults.height, "height"
+    )
+    if width > limits.max_width:
+        raise InvalidRequest(f"width {width} is over the cap of {limits.max_width}", param="width")
+    if height > limits.max_height:
+        raise InvalidRequest(
+            f"height {height} is over the cap of {limits.max_height}", param="height"
+        )
+    fps = _positive_float(request.fps if request.fps is not None else defaults.fps, "fps")
+    if fps > limits.max_fps:
+        raise InvalidRequest(f"fps {fps} is over the cap of {limits.max_fps}", param="fps")
+
+    total_frames = _total_frames(request, defaults, fps, limits)
+    steps = _positive_int(
+        request.num_inference_steps
+        if request.num_inference_steps is not None
+        else defaults.num_inference_steps,
+        "num_inference_steps",
+    )
+    if steps > limits.max_inference_steps:
+        raise InvalidRequest(
+            f"num_inference_steps {steps} is over the cap of {limits.max_inference_steps}",
+            param="num_inference_steps",
+        )
+    guidance = (
+        request.guidance_scale if request.guidance_scale is not None else defaults.guidance_scale
+    )
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or guidance < 0:
+        raise InvalidRequest(
+            f"guidance_scale must be a number >= 0, got {guidance!r}", param="guidance_scale"
+        )
+    segment_frames = _positive_int(
+        request.segment_frames if request.segment_frames is not None else defaults.segment_frames,
+        "segment_frames",
+        minimum=2,
+    )
+    overlap = _positive_int(
+        request.overlap_frames if request.overlap_frames is not None else defaults.overlap_frames,
+        "overlap_frames",
+        minimum=0,
+    )
+    if overlap >= segment_frames:
+        raise InvalidRequest(
+            f"overlap_frames ({overlap}) must be less than segment_frames ({segment_frames})",
+            param="overlap_frames",
+        )
+    seed = request.seed if request.seed is not None else random.randrange(2**31)
+    seed = _positive_int(seed, "seed", minimum=0)
+
+    reference = request.reference_image
+    extend = request.extend_video
+    if reference is not None and extend is not None:
+        raise InvalidRequest(
+            "give either reference_image or extend_video, not both", param="reference_image"
+        )
+    if reference is not None:
+        reference = _check_image(reference, "reference_image", width, height)
+        if reference.ndim != 3:
+            raise InvalidRequest("reference_image must be one (H, W, 3) image", param="reference_image")
+    if extend is not None:
+        extend = _check_image(extend, "extend_video", width, height)
+        if extend.ndim != 4 or len(extend) == 0:
+            raise InvalidRequest("extend_video must hold at least one frame", param="extend_video")
+        if overlap == 0:
+            raise InvalidRequest(
+                "extend_video needs overlap_frames >= 1 to condition on", param="overlap_frames"
+            )
+
+    return ResolvedRequest(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or "",
+        seed=seed,
+        width=width,
+        height=height,
+        fps=fps,
+        total_frames=total_frames,
+        num_inference_steps=steps,
+        guidance_scale=float(guidance),
+        segment_frames=segment_frames,
+        overlap_frames=overlap,
+        reference_image=reference,
+        extend_video=extend,
+    )
+
+
+def _total_frames(
+    request: GenerationRequest, defaults: GeneratorDefaults, fps: float, limits: Limits
+) -> int | None:
+    given = [
+        name
+        for name, value in (
+            ("num_frames", request.num_frames),
+            ("seconds", request.seconds),
+        )
+        if value is not None
+    ]
+    if request.unbounded:
+        if given:
+            raise InvalidRequest(f"unbounded excludes {given[0]}", param=given[0])
+        return None
+    if len(given) > 1:
+        raise InvalidRequest("give either seconds or num_frames, not both", param="num_frames")
+    if request.num_frames is not None:
+        frames = _positive_int(request.num_frames, "num_frames")
+    else:
+        seconds = _positive_float(
+            request.seconds if request.seconds is not None else defaults.seconds, "seconds"
+        )
+        frames = max(1, round(seconds * fps))
+    if frames > limits.max_frames:
+        raise InvalidRequest(
+            f"{frames} frames is over the cap of {limits.max_frames}",
+            param=given[0] if given else "seconds",
+        )
+    return frames
+
+
+def load_image(path: str | Path, param: str = "reference_image") -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB; an unreadable file is `InvalidRequest`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InvalidRequest(f"cannot read image {str(path)!r}: {exc}", param=param) from exc
+
+
+def load_video(path: str | Path, param: str = "extend_video") -> np.ndarray:
+    """Decode a video file to (T, H, W, 3) uint8 RGB; an unreadable file is `InvalidRequest`."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (OSError, av.FFmpegError, IndexError) as exc:
+        raise InvalidRequest(f"cannot read video {str(path)!r}: {exc}", param=param) from exc
+    if not frames:
+        raise InvalidRequest(f"video {str(path)!r} has no frames", param=param)
+    return np.stack(frames)

@@ -1,0 +1,116 @@
+"""The broker contract: an ordered, gap-free, duplicate-free event log per job, with live
+fan-out to subscribers.
+
+``publish(event)`` appends an event (its `seq` must be the job's next sequence number);
+``subscribe(job_id, from_seq)`` yields every event with ``seq >= from_seq`` — the backlog
+first, then live ones — and ends after the job's terminal event (`complete` or `error`).
+A subscriber that falls more than its queue bound behind is cut off with
+`SubscriberOverflow`, which names the last sequence number it was given so it can resume.
+Every broker (memory, Redis) passes the same contract tests (tests/streamgen/broker_contract.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+TERMINAL_TYPES = frozenset({"complete", "error"})
+EVENT_TYPES = frozenset({"start", "progress", "segment", "complete", "error"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a job's event log.
+
+    `data` holds msgpack-able values; payloads are raw `bytes` (transports that speak text
+    base64 them). `seq` starts at 0 for a job's first event and has no gaps.
+    """
+
+    job_id: str
+    seq: int
+    type: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+        if self.seq < 0:
+            raise ValueError(f"event seq must be >= 0, got {self.seq}")
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def pack(self) -> bytes:
+        """msgpack with raw bytes (what Redis and WebSocket carry)."""
+        return msgpack.packb(
+            {"job_id": self.job_id, "seq": self.seq, "type": self.type, "data": dict(self.data)},
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Event:
+        raw = msgpack.unpackb(payload, raw=False)
+        return cls(job_id=raw["job_id"], seq=raw["seq"], type=raw["type"], data=raw["data"])
+
+
+class BrokerError(Exception):
+    """Base of broker errors."""
+
+
+class SubscriberOverflow(BrokerError):
+    """A subscriber fell more than its bound behind and was cut off.
+
+    `last_seq` is the last sequence number it was given (-1 if none): resume from
+    ``last_seq + 1``.
+    """
+
+    def __init__(self, job_id: str, last_seq: int, bound: int) -> None:
+        super().__init__(
+            f"subscriber of job {job_id} fell more than {bound} events behind; "
+            f"resume from seq {last_seq + 1}"
+        )
+        self.job_id = job_id
+        self.last_seq = last_seq
+        self.bound = bound
+
+
+class OutOfOrderEvent(BrokerError):
+    """An event was published with a sequence number other than the job's next one."""
+
+
+class Subscription(AbstractAsyncContextManager["Subscription"], ABC):
+    """An async iterator of events; use as ``async with broker.subscribe(...) as sub``."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+
+class Broker(ABC):
+    """Publish/subscribe of job events (see the module docstring for the contract)."""
+
+    async def start(self) -> None:
+        """Open connections; called once in the app's lifespan before serving."""
+
+    async def close(self) -> None:
+        """Close connections and end every subscription."""
+
+    @abstractmethod
+    async def publish(self, event: Event) -> None:
+        """Append `event` to its job's log and deliver it to live subscribers."""
+
+    @abstractmethod
+    def subscribe(self, job_id: str, from_seq: int = 0, *, max_pending: int = 256) -> Subscription:
+        """Events of `job_id` with ``seq >= from_seq``, backlog first, until the terminal one.
+
+        `max_pending` bounds the events waiting for this subscriber (events).
+        """
+
+    @abstractmethod
+    async def backlog(self, job_id: str, from_seq: int = 0) -> list[Event]:
+        """The stored events of `job_id` with ``seq >= from_seq`` (may be empty)."""
