@@ -1,0 +1,184 @@
+"""`streamgen generate`: run the segment pipeline locally and write an MP4, no server needed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from segment_pipeline import (
+    BACKENDS,
+    CancelEvent,
+    EncodedSegment,
+    GenerationCancelled,
+    GenerationRequest,
+    PipelineError,
+    SegmentPipeline,
+    load_generator,
+)
+from segment_pipeline.request import load_image, load_video
+
+from ..config import ConfigError, Settings, load_settings
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate a video locally and write it as MP4",
+        description="Generate a video segment by segment and write one fragmented MP4 "
+        "(and, with --segments-dir, the init segment and each fragment).",
+    )
+    p.add_argument("--prompt", required=True, help="what the video shows")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .mp4 path")
+    p.add_argument("--segments-dir", type=Path, help="also write init.mp4 and segment_NNNN.m4s")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--seed", type=int, help="noise seed (random if not given)")
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--fps", type=float)
+    duration = p.add_mutually_exclusive_group()
+    duration.add_argument("--seconds", type=float, help="video length in seconds")
+    duration.add_argument("--num-frames", type=int, help="video length in frames")
+    duration.add_argument(
+        "--unbounded", action="store_true", help="keep generating until Ctrl-C"
+    )
+    p.add_argument("--steps", "--num-inference-steps", dest="num_inference_steps", type=int)
+    p.add_argument("--guidance-scale", type=float)
+    p.add_argument("--segment-frames", type=int, help="frames per generated window")
+    p.add_argument("--overlap-frames", type=int, help="frames each segment is conditioned on")
+    p.add_argument("--reference-image", type=Path, help="image that becomes frame 0")
+    p.add_argument("--extend-video", type=Path, help="video whose end the output continues")
+    p.add_argument("--backend", choices=None, help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument("--model-path", help="local model directory (real checkpoints)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+        generator = load_generator(
+            settings.backend, settings.model_path, limits=settings.limits, device=settings.device
+        )
+        job = SegmentPipeline(generator, settings.encoder_options).open(_request(args))
+    except (PipelineError, ConfigError) as exc:
+        return _fail(exc)
+    return _write(job, args)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config = args.config or os.environ.get("STREAMGEN_CONFIG")
+    settings = load_settings(config)
+    settings = settings.replace(backend=args.backend, model_path=args.model_path, device=args.device)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    return settings
+
+
+def _request(args: argparse.Namespace) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        seconds=args.seconds,
+        num_frames=args.num_frames,
+        unbounded=args.unbounded,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        segment_frames=args.segment_frames,
+        overlap_frames=args.overlap_frames,
+        reference_image=load_image(args.reference_image) if args.reference_image else None,
+        extend_video=load_video(args.extend_video) if args.extend_video else None,
+    )
+
+
+def _write(job: Any, args: argparse.Namespace) -> int:
+    """Stream init + fragments into a temporary file beside the output, then rename it.
+
+    On an error nothing is left behind; on Ctrl-C in --unbounded mode the segments finished
+    so far are kept (the file is complete up to them).
+    """
+    from tqdm import tqdm
+
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    written: list[Path] = []
+    segments_dir: Path | None = args.segments_dir
+    if segments_dir is not None:
+        segments_dir.mkdir(parents=True, exist_ok=True)
+        written.append(_write_file(segments_dir / "init.mp4", job.init_segment))
+    total = job.total_segments
+    bar = tqdm(
+        total=(total or 0) * job.request.num_inference_steps or None,
+        unit="step",
+        disable=args.quiet,
+        file=sys.stderr,
+    )
+    cancel = CancelEvent()
+    frames = 0
+
+    def on_progress(segment: int, step: int, steps: int) -> None:
+        bar.set_description(f"segment {segment + 1}/{total or '∞'} step {step}/{steps}")
+        bar.update(1)
+
+    def on_segment(encoded: EncodedSegment) -> None:
+        nonlocal frames
+        os.write(fd, encoded.fragment)
+        frames += encoded.segment.num_frames
+        if segments_dir is not None:
+            name = f"segment_{encoded.index:04d}.m4s"
+            written.append(_write_file(segments_dir / name, encoded.fragment))
+
+    keep = False
+    try:
+        os.write(fd, job.init_segment)
+        try:
+            job.run(on_segment, progress=on_progress, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            keep = args.unbounded and frames > 0
+            if not keep:
+                raise
+        except GenerationCancelled:
+            keep = args.unbounded and frames > 0
+            if not keep:
+                raise
+        keep = True
+    except (PipelineError, KeyboardInterrupt, OSError) as exc:
+        return _fail(exc)
+    finally:
+        bar.close()
+        os.close(fd)
+        if keep:
+            os.replace(tmp_name, output)
+        else:
+            os.unlink(tmp_name)
+            for path in written:
+                path.unlink(missing_ok=True)
+    seconds = frames / job.request.fps
+    print(f"wrote {output} ({frames} frames, {seconds:.2f} s, seed {job.request.seed})")
+    return 0
+
+
+def _write_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _fail(exc: BaseException) -> int:
+    param = getattr(exc, "param", None)
+    where = f" (parameter: {param})" if param else ""
+    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+    print(f"streamgen generate: error{where}: {message}", file=sys.stderr)
+    return 130 if isinstance(exc, KeyboardInterrupt) else 2

@@ -1,0 +1,159 @@
+"""One typed settings object: defaults, then a YAML file, then `STREAMGEN_*` environment
+variables (``STREAMGEN_MAX_WIDTH=512``). Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segment_pipeline import EncoderOptions, Limits
+
+ENV_PREFIX = "STREAMGEN_"
+MiB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A settings file or variable is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service and CLI can be configured with (units in the names)."""
+
+    # Model
+    backend: str = "embedded"
+    model_path: str | None = None
+    device: str = "cpu"
+    torch_threads: int = 0  # 0: torch's own choice
+    # Request caps
+    max_width: int = 1280
+    max_height: int = 1280
+    max_frames: int = 100_000
+    max_fps: float = 60.0
+    max_inference_steps: int = 200
+    max_prompt_chars: int = 2000
+    # Encoder
+    encoder_preset: str = "veryfast"
+    encoder_crf: int = 23
+    encoder_threads: int = 1
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    broker: str = "memory"
+    embedded_worker: bool = True
+    max_queued_jobs: int = 64
+    max_concurrent_jobs: int = 1
+    max_body_bytes: int = 32 * MiB
+    subscriber_buffer_events: int = 256
+    sse_heartbeat_seconds: float = 15.0
+    sse_retry_ms: int = 2000
+    backlog_ttl_seconds: float = 3600.0
+    max_backlog_bytes: int = 256 * MiB
+    graceful_timeout_seconds: float = 10.0
+    # Workers (scale-out)
+    worker_heartbeat_seconds: float = 2.0
+    worker_dead_after_seconds: float = 10.0
+    worker_retry_failed_jobs: bool = False
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_width=self.max_width,
+            max_height=self.max_height,
+            max_frames=self.max_frames,
+            max_fps=self.max_fps,
+            max_inference_steps=self.max_inference_steps,
+            max_prompt_chars=self.max_prompt_chars,
+        )
+
+    @property
+    def encoder_options(self) -> EncoderOptions:
+        return EncoderOptions(
+            preset=self.encoder_preset, crf=self.encoder_crf, threads=self.encoder_threads
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied (None values are ignored), checked like a file."""
+        return _build({**dataclasses.asdict(self), **_drop_none(changes)}, source="arguments")
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, then the YAML file at `path` (if any), then `STREAMGEN_*` variables."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {str(path)!r}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {str(path)!r} must be a mapping of settings")
+        values.update(loaded)
+        _build(values, source=str(path))
+    environ = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(Settings)}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in known:
+            raise ConfigError(f"unknown setting {key}")
+        values[name] = _coerce(raw, known[name].type, key)
+    return _build(values, source="environment")
+
+
+def _build(values: Mapping[str, Any], source: str) -> Settings:
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in {source}")
+    settings = Settings(**values)
+    for field in fields(Settings):
+        value = getattr(settings, field.name)
+        expected = field.type if isinstance(field.type, str) else field.type.__name__
+        if not _matches(value, expected):
+            raise ConfigError(f"setting {field.name!r} in {source} must be {expected}, got {value!r}")
+    return settings
+
+
+def _matches(value: Any, expected: str) -> bool:
+    if expected == "str | None":
+        return value is None or isinstance(value, str)
+    if expected == "bool":
+        return isinstance(value, bool)
+    if expected == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _coerce(raw: str, expected: Any, key: str) -> Any:
+    kind = expected if isinstance(expected, str) else expected.__name__
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes"}
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not a valid {kind}") from exc
+    if kind == "str | None":
+        return raw or None
+    return raw
+
+
+def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
