@@ -182,6 +182,11 @@ def resolve(request: GenerationRequest, defaults: GeneratorDefaults, limits: Lim
         raise InvalidRequest(
             f"height {height} is over the cap of {limits.max_height}", param="height"
         )
+    for param, value in (("width", width), ("height", height)):
+        if value % 2:
+            raise InvalidRequest(
+                f"{param} must be even (H.264 4:2:0 video), got {value}", param=param
+            )
     fps = _positive_float(request.fps if request.fps is not None else defaults.fps, "fps")
     if fps > limits.max_fps:
         raise InvalidRequest(f"fps {fps} is over the cap of {limits.max_fps}", param="fps")

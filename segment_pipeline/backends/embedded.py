@@ -84,7 +84,7 @@ class EmbeddedGenerator(SegmentedGenerator):
         given_pixels = torch.zeros(1, frames, 3, height, width, device=self.device)
         given_mask = torch.zeros(1, frames, device=self.device)
         if len(given):
-            pixels = torch.from_numpy(np.ascontiguousarray(given)).to(self.device)
+            pixels = torch.from_numpy(np.array(given, dtype=np.uint8)).to(self.device)
             given_pixels[0, : len(given)] = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
             given_mask[0, : len(given)] = 1.0
         given_packed = model.to_channels(given_pixels)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from segment_pipeline import GenerationRequest, InvalidRequest, Limits
+from segment_pipeline.request import GeneratorDefaults, load_image, resolve
+
+DEFAULTS = GeneratorDefaults()
+
+
+def check(**fields):
+    return resolve(GenerationRequest(**{"prompt": "a red ball", **fields}), DEFAULTS, Limits())
+
+
+def test_defaults_fill_every_field():
+    r = check(seed=3)
+    assert (r.width, r.height, r.fps, r.total_frames, r.seed) == (128, 128, 8.0, 32, 3)
+    assert r.total_segments == 4  # 12 + 8 + 8 + 8 >= 32
+
+
+def test_random_seed_is_drawn_when_missing():
+    assert isinstance(check().seed, int)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 3000}, "prompt"),
+        ({"width": 0}, "width"),
+        ({"width": 2000}, "width"),
+        ({"height": -8}, "height"),
+        ({"width": 128.5}, "width"),
+        ({"fps": 0}, "fps"),
+        ({"fps": float("nan")}, "fps"),
+        ({"seconds": 0}, "seconds"),
+        ({"seconds": -1}, "seconds"),
+        ({"num_frames": 0}, "num_frames"),
+        ({"num_frames": 10**7}, "num_frames"),
+        ({"seconds": 1, "num_frames": 8}, "num_frames"),
+        ({"unbounded": True, "seconds": 2}, "seconds"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_inference_steps": 10_000}, "num_inference_steps"),
+        ({"guidance_scale": -1}, "guidance_scale"),
+        ({"segment_frames": 1}, "segment_frames"),
+        ({"overlap_frames": 12}, "overlap_frames"),
+        ({"overlap_frames": -1}, "overlap_frames"),
+        ({"seed": -5}, "seed"),
+        ({"width": 129}, "width"),  # H.264 4:2:0 needs even sizes
+    ],
+)
+def test_bad_fields_name_the_parameter(fields, param):
+    with pytest.raises(InvalidRequest) as info:
+        check(**fields)
+    assert info.value.param == param
+
+
+def test_unbounded_has_no_total():
+    r = check(unbounded=True)
+    assert r.total_frames is None and r.total_segments is None
+
+
+def test_segment_count_and_frames_add_up():
+    r = check(num_frames=13, segment_frames=6, overlap_frames=2)
+    # 6 + 4 + 4 = 14 >= 13
+    assert r.total_segments == 3
+
+
+def test_reference_image_is_resized_and_checked():
+    image = np.zeros((64, 48, 3), np.uint8)
+    r = check(reference_image=image)
+    assert r.reference_image.shape == (128, 128, 3)
+    with pytest.raises(InvalidRequest) as info:
+        check(reference_image=np.zeros((8, 8), np.float32))
+    assert info.value.param == "reference_image"
+
+
+def test_reference_image_and_extend_video_exclude_each_other():
+    with pytest.raises(InvalidRequest):
+        check(reference_image=np.zeros((8, 8, 3), np.uint8), extend_video=np.zeros((2, 8, 8, 3), np.uint8))
+
+
+def test_unreadable_image_is_invalid_request(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(InvalidRequest) as info:
+        load_image(bad)
+    assert info.value.param == "reference_image"
+    with pytest.raises(InvalidRequest):
+        load_image(tmp_path / "missing.png")
