@@ -6,6 +6,19 @@ fan-out to subscribers.
 first, then live ones — and ends after the job's terminal event (`complete` or `error`).
 A subscriber that falls more than its queue bound behind is cut off with
 `SubscriberOverflow`, which names the last sequence number it was given so it can resume.
+A job's backlog keeps its `start` event (the init segment) plus a rolling window of the
+latest events under a byte cap; asking for events that rolled out raises `BacklogTrimmed`.
+A backlog expires a TTL after the job's last event. ``close()`` ends every subscription
+(iteration stops without a terminal event).
+
+Errors::
+
+    BrokerError
+    ├── SubscriberOverflow   a subscriber fell too far behind (resume from last_seq + 1)
+    ├── OutOfOrderEvent      publish with a seq other than the job's next (or after the end)
+    ├── BacklogTrimmed       the requested events rolled out of the backlog
+    ├── BrokerClosed         publish/subscribe after close()
+    └── BrokerUnavailable    the backend (Redis) could not be reached in time
 Every broker (memory, Redis) passes the same contract tests (tests/streamgen/broker_contract.py).
 """
 
@@ -84,6 +97,31 @@ class OutOfOrderEvent(BrokerError):
     """An event was published with a sequence number other than the job's next one."""
 
 
+class BacklogTrimmed(BrokerError):
+    """Events from `from_seq` on rolled out of the job's backlog (its byte cap).
+
+    `first_seq` is the first stored sequence number after the `start` event: subscribe
+    from it and take the init segment from `Broker.start_event`.
+    """
+
+    def __init__(self, job_id: str, from_seq: int, first_seq: int) -> None:
+        super().__init__(
+            f"events of job {job_id} from seq {from_seq} rolled out of the backlog; "
+            f"the first stored seq after `start` is {first_seq}"
+        )
+        self.job_id = job_id
+        self.from_seq = from_seq
+        self.first_seq = first_seq
+
+
+class BrokerClosed(BrokerError):
+    """The broker was used after ``close()``."""
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker's backend (Redis) could not be reached within the broker's timeout."""
+
+
 class Subscription(AbstractAsyncContextManager["Subscription"], ABC):
     """An async iterator of events; use as ``async with broker.subscribe(...) as sub``."""
 
@@ -94,10 +132,10 @@ class Subscription(AbstractAsyncContextManager["Subscription"], ABC):
 class Broker(ABC):
     """Publish/subscribe of job events (see the module docstring for the contract)."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (optional hook)
         """Open connections; called once in the app's lifespan before serving."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional hook)
         """Close connections and end every subscription."""
 
     @abstractmethod
@@ -113,4 +151,19 @@ class Broker(ABC):
 
     @abstractmethod
     async def backlog(self, job_id: str, from_seq: int = 0) -> list[Event]:
-        """The stored events of `job_id` with ``seq >= from_seq`` (may be empty)."""
+        """The stored events of `job_id` with ``seq >= from_seq`` (may be empty).
+
+        The `start` event is kept when the rolling window trims, so the list may jump from
+        it to the window's first event.
+        """
+
+    @abstractmethod
+    async def drop(self, job_id: str) -> None:
+        """Forget the stored backlog of `job_id` (live subscribers stay attached)."""
+
+    async def start_event(self, job_id: str) -> Event | None:
+        """The job's `start` event (it holds the init segment), or None if none is stored."""
+        for event in await self.backlog(job_id, 0):
+            if event.type == "start":
+                return event
+        return None
