@@ -1,0 +1,273 @@
+"""The LTX-Video backend: diffusers' `LTXConditionPipeline`, one pipeline call per segment.
+
+Segment k+1 is conditioned on the last `overlap_frames` frames of segment k, given to the
+pipeline as an `LTXVideoCondition` video at frame 0; a reference image (or the end of a video
+to extend) conditions segment 0 the same way; with no given frames a segment is plain
+text-to-video. LTX-Video's VAE compresses 32x in space and 8x in time, with the first frame
+encoded alone, so frame sizes are multiples of 32 and frame counts of the form 8k+1 (9, 17,
+25, 33, ...): both the segment and the conditioning overlap. `check_inputs` says so per
+parameter before any work starts.
+
+The checkpoint is a local diffusers directory (`model_index.json`, transformer, vae,
+text_encoder, tokenizer, scheduler). Everything that can go wrong with it is found while the
+generator is built and raised as `ModelLoadError`, never in the middle of a job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKLLTXVideo,
+    FlowMatchEulerDiscreteScheduler,
+    LTXConditionPipeline,
+    LTXVideoTransformer3DModel,
+)
+from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+from PIL import Image
+from transformers import T5EncoderModel
+
+from ..errors import InvalidRequest, ModelLoadError
+from ..generator import SegmentedGenerator, StepCallback
+from ..request import GeneratorDefaults, Limits, ResolvedRequest
+from .embedded import window_seed
+
+logger = logging.getLogger(__name__)
+
+LTX_PIPELINES = ("LTXPipeline", "LTXConditionPipeline", "LTXImageToVideoPipeline")
+"""`_class_name`s in `model_index.json` whose components `LTXConditionPipeline` can run."""
+
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+
+LTX_DEFAULTS = GeneratorDefaults(
+    width=768,
+    height=512,
+    fps=24.0,
+    seconds=4.0,
+    num_inference_steps=8,
+    guidance_scale=1.0,
+    segment_frames=33,
+    overlap_frames=9,
+)
+"""LTX-Video's native 768x512 at 24 fps. 8 steps without guidance suit the distilled
+checkpoints; a non-distilled one wants ~30-40 steps and guidance_scale ~3-5 per request.
+A 33-frame segment overlapping 9 adds 24 frames (1 s) per segment after the first."""
+
+# Decode settings diffusers documents for timestep-aware LTX VAEs (0.9.1 and later).
+DECODE_TIMESTEP = 0.05
+DECODE_NOISE_SCALE = 0.025
+
+
+class LTXGenerator(SegmentedGenerator):
+    """Generates with an LTX-Video diffusers checkpoint on CPU or GPU."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        limits: Limits | None = None,
+        device: str = "cpu",
+        defaults: GeneratorDefaults | None = None,
+    ) -> None:
+        super().__init__(limits)
+        self.model_path = Path(model_path)
+        self.device = _device(device)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.pipe = _load_pipeline(self.model_path, self.device, self.dtype)
+        self.name = self.model_path.name or "ltx-video"
+        self.defaults = defaults or LTX_DEFAULTS
+        vae, transformer = self.pipe.vae, self.pipe.transformer
+        spatial = vae.spatial_compression_ratio * transformer.config.patch_size
+        self.size_multiple = math.lcm(32, spatial)  # the pipeline itself insists on 32
+        self.frame_multiple = vae.temporal_compression_ratio * transformer.config.patch_size_t
+        # One pipeline object holds per-call state (guidance scale, timesteps): one call at a time.
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(
+            backend="ltx",
+            model_path=str(self.model_path),
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
+        return info
+
+    def check_inputs(self, request: ResolvedRequest) -> None:
+        size, frames = self.size_multiple, self.frame_multiple
+        for param, value in (("width", request.width), ("height", request.height)):
+            if value % size:
+                raise InvalidRequest(
+                    f"{param} must be a multiple of {size} for LTX-Video, got {value}", param=param
+                )
+        if (request.segment_frames - 1) % frames:
+            raise InvalidRequest(
+                f"segment_frames must be {frames}k+1 ({_examples(frames)}) for LTX-Video, "
+                f"got {request.segment_frames}",
+                param="segment_frames",
+            )
+        if request.overlap_frames and (request.overlap_frames - 1) % frames:
+            raise InvalidRequest(
+                f"overlap_frames must be 0 or {frames}k+1 ({_examples(frames)}) for LTX-Video: "
+                f"its VAE encodes the overlap as one clip; got {request.overlap_frames}",
+                param="overlap_frames",
+            )
+        given = request.first_given_frames
+        if request.extend_video is not None and (given - 1) % frames:
+            raise InvalidRequest(
+                f"extend_video has {len(request.extend_video)} frames; LTX-Video conditions on "
+                f"its last overlap_frames ({request.overlap_frames}) frames, so give at least "
+                f"that many (or {frames}k+1 frames in all)",
+                param="extend_video",
+            )
+
+    def generate_window(
+        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
+    ) -> np.ndarray:
+        # 1. Conditioning: the given frames as a clip at frame 0, or none (text-to-video)
+        conditions = _conditions(given)
+
+        # 2. Per-step progress; `on_step` raises GenerationCancelled, which stops the pipeline
+        def on_step_end(
+            pipe: Any, step: int, timestep: torch.Tensor, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            on_step(step + 1, pipe.num_timesteps)
+            return tensors
+
+        # 3. Denoise and decode, with noise seeded per window
+        timestep_vae = bool(self.pipe.vae.config.timestep_conditioning)
+        generator = torch.Generator().manual_seed(window_seed(request.seed, index))
+        with self._lock:
+            output = self.pipe(
+                conditions=conditions,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                height=request.height,
+                width=request.width,
+                num_frames=request.segment_frames,
+                frame_rate=request.fps,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                generator=generator,
+                decode_timestep=DECODE_TIMESTEP if timestep_vae else 0.0,
+                decode_noise_scale=DECODE_NOISE_SCALE if timestep_vae else None,
+                output_type="np",
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=[],
+            )
+
+        # 4. (1, T, H, W, 3) floats in [0, 1] to (T, H, W, 3) uint8
+        frames = np.asarray(output.frames[0])
+        return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+def _conditions(given: np.ndarray) -> list[LTXVideoCondition] | None:
+    if len(given) == 0:
+        return None
+    clip = [Image.fromarray(frame) for frame in given]
+    return [LTXVideoCondition(video=clip, frame_index=0, strength=1.0)]
+
+
+def _examples(multiple: int) -> str:
+    return ", ".join(str(multiple * k + 1) for k in range(1, 4)) + ", ..."
+
+
+def _device(device: str) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"unknown device {device!r}: {exc}", param="device") from exc
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    """Check `path` is a diffusers LTX-Video directory; return its `model_index.json`."""
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model_path {str(path)!r} is not a directory; give a local LTX-Video diffusers "
+            "checkpoint directory",
+            param="model_path",
+        )
+    index_file = path / "model_index.json"
+    if not index_file.is_file():
+        raise ModelLoadError(
+            f"model_path {str(path)!r} has no model_index.json, so it is not a diffusers "
+            "pipeline directory",
+            param="model_path",
+        )
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {str(index_file)!r}: {exc}", param="model_path") from exc
+    kind = index.get("_class_name") if isinstance(index, dict) else None
+    if kind not in LTX_PIPELINES:
+        raise ModelLoadError(
+            f"model_path {str(path)!r} holds a {kind} pipeline, not LTX-Video "
+            f"(model_index.json _class_name must be one of {', '.join(LTX_PIPELINES)})",
+            param="model_path",
+        )
+    missing = [name for name in COMPONENTS if not _listed(index.get(name))]
+    if missing:
+        raise ModelLoadError(
+            f"LTX-Video checkpoint {str(path)!r} lacks {', '.join(missing)}", param="model_path"
+        )
+    return index
+
+
+def _listed(entry: object) -> bool:
+    """Whether a `model_index.json` entry names a component (``[library, class]``)."""
+    return isinstance(entry, list) and len(entry) == 2 and entry[1] is not None
+
+
+def _load_pipeline(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
+    """Load and check every component now, so a broken checkpoint never fails mid-job.
+
+    Returns the `LTXConditionPipeline` (typed `Any`: diffusers registers its components at
+    run time, so a type checker cannot see `pipe.vae` and the like).
+    """
+    _read_index(path)
+    try:
+        pipe = LTXConditionPipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
+    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds
+        raise ModelLoadError(
+            f"cannot load the LTX-Video checkpoint at {str(path)!r}: {exc}", param="model_path"
+        ) from exc
+
+    expected = {
+        "transformer": LTXVideoTransformer3DModel,
+        "vae": AutoencoderKLLTXVideo,
+        "text_encoder": T5EncoderModel,
+        "scheduler": FlowMatchEulerDiscreteScheduler,
+    }
+    for name, cls in expected.items():
+        component = getattr(pipe, name, None)
+        if not isinstance(component, cls):
+            raise ModelLoadError(
+                f"LTX-Video checkpoint {str(path)!r}: {name} is "
+                f"{type(component).__name__}, expected {cls.__name__}",
+                param="model_path",
+            )
+    if pipe.scheduler.config.get("use_dynamic_shifting"):
+        # LTXConditionPipeline passes its own sigma schedule and no `mu`, which a scheduler
+        # with dynamic shifting refuses; the schedule it passes is the one it means to use.
+        logger.info("%s: scheduler dynamic shifting off for LTXConditionPipeline", path)
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            pipe.scheduler.config, use_dynamic_shifting=False
+        )
+
+    try:
+        if pipe.transformer.dtype != dtype:  # diffusers that predate `dtype=` load float32
+            pipe.to(dtype=dtype)
+        pipe.to(device)
+    except (RuntimeError, AssertionError) as exc:  # no CUDA build, out of memory, bad index
+        raise ModelLoadError(
+            f"cannot move the LTX-Video pipeline to {device}: {exc}", param="device"
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
