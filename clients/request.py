@@ -1,0 +1,78 @@
+"""What the client asks the server for: a frozen request and its JSON body.
+
+Field names are the server's (``POST /generate-stream`` and the WebSocket generate message
+take the same body). ``None`` leaves a field out, so the server's model defaults apply.
+`reference_image` is the image file's bytes (PNG, JPEG, …), sent base64.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generation job. Duration is one of `seconds`, `num_frames` or `unbounded`."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    seed: int | None = None
+    width: int | None = None  # pixels
+    height: int | None = None  # pixels
+    fps: float | None = None  # frames per second
+    seconds: float | None = None  # video length (seconds)
+    num_frames: int | None = None  # video length (frames)
+    unbounded: bool = False  # keep generating segments until cancelled
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    segment_frames: int | None = None  # frames per generated window
+    overlap_frames: int | None = None  # frames each window is conditioned on
+    reference_image: bytes | None = field(default=None, repr=False)  # image file bytes
+    extra: Mapping[str, Any] = field(default_factory=dict)  # further server fields, as given
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body: every field that is set; the image as base64 text."""
+        body: dict[str, Any] = {"prompt": self.prompt}
+        for name in (
+            "negative_prompt",
+            "seed",
+            "width",
+            "height",
+            "fps",
+            "seconds",
+            "num_frames",
+            "num_inference_steps",
+            "guidance_scale",
+            "segment_frames",
+            "overlap_frames",
+        ):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        if self.unbounded:
+            body["unbounded"] = True
+        if self.reference_image is not None:
+            body["reference_image"] = base64.b64encode(self.reference_image).decode("ascii")
+        body.update(self.extra)
+        return body
+
+
+def read_image(path: str | Path) -> bytes:
+    """The bytes of an image file, for `GenerateRequest.reference_image`."""
+    return Path(path).read_bytes()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` (or ``"W*H"``, as some servers write it) as (width, height) in pixels."""
+    for separator in ("x", "X", "*"):
+        if separator in text:
+            width, _, height = text.partition(separator)
+            try:
+                return int(width), int(height)
+            except ValueError:
+                break
+    raise ValueError(f"size must look like 640x480 (width x height), got {text!r}")

@@ -1,0 +1,215 @@
+"""`streamgen-client`: stream a job from a streamgen server and save its video.
+
+    streamgen-client --prompt "a red ball moving right" --seconds 2 \\
+        --transport ws --output-dir segments/ --concatenate out.mp4
+
+Starts a job (or attaches to one with ``--job ID``), saves every segment as it arrives
+(``init.mp4``, ``fragment_NNNN.m4s``, self-contained ``segment_NNNN.mp4``) and, with
+``--concatenate``, writes the one playable MP4 (init + fragments, byte-concatenated). A
+dropped connection is resumed where it broke off. Exit status: 0 done; 1 connection or
+protocol failure; 2 bad arguments, a request the server refused, or a failed job; 130
+interrupted (in ``--unbounded`` mode Ctrl-C is the way to stop: the segments received so
+far are kept and the status is 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .client import TRANSPORTS, EventStream, RetryPolicy, StreamClient
+from .errors import ClientError, IncompleteVideo, JobFailed, RequestRejected
+from .events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent
+from .mp4 import SegmentWriter
+from .request import GenerateRequest, parse_size, read_image
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+PROG = "streamgen-client"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Stream a generated video from a streamgen server, segment by segment, "
+        "and save it.",
+    )
+    p.add_argument(
+        "--server", default=DEFAULT_SERVER, help=f"server URL (default {DEFAULT_SERVER})"
+    )
+    p.add_argument("--transport", choices=TRANSPORTS, default="sse", help="wire transport")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="what the video shows (starts a new job)")
+    what.add_argument("--job", metavar="ID", help="attach to an existing job instead")
+    p.add_argument("--negative-prompt")
+    duration = p.add_mutually_exclusive_group()
+    duration.add_argument("--seconds", type=float, help="video length (seconds)")
+    duration.add_argument("--num-frames", type=int, help="video length (frames)")
+    duration.add_argument("--unbounded", action="store_true", help="generate until Ctrl-C")
+    p.add_argument("--width", type=int, help="pixels")
+    p.add_argument("--height", type=int, help="pixels")
+    p.add_argument("--size", help="WIDTHxHEIGHT in pixels, e.g. 640x480")
+    p.add_argument("--fps", type=float, help="frames per second")
+    p.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps")
+    p.add_argument("--seed", type=int, help="noise seed")
+    p.add_argument("--segment-frames", type=int, help="frames per generated segment")
+    p.add_argument("--overlap-frames", type=int, help="frames each segment is conditioned on")
+    p.add_argument("--guidance-scale", type=float)
+    p.add_argument("--reference-image", type=Path, help="image file that becomes frame 0")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where to save init.mp4, fragment_NNNN.m4s and segment_NNNN.mp4 "
+        "(default: ./<job id>/ unless only --concatenate is given)",
+    )
+    p.add_argument("--concatenate", type=Path, metavar="OUT.mp4", help="write one playable MP4")
+    p.add_argument("--retries", type=int, default=5, help="reconnects in a row before giving up")
+    p.add_argument("--retry-delay", type=float, default=0.5, help="first backoff (seconds)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        request = _request(args)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    retry = RetryPolicy(
+        max_retries=max(0, args.retries), initial_delay_s=max(0.0, args.retry_delay)
+    )
+    with StreamClient(args.server, retry=retry) as client:
+        if request is None:
+            stream = client.attach(args.job, transport=args.transport)
+        else:
+            stream = client.generate(request, transport=args.transport)
+        return _run(stream, args)
+
+
+def _request(args: argparse.Namespace) -> GenerateRequest | None:
+    if args.job is not None:
+        return None
+    width, height = args.width, args.height
+    if args.size is not None:
+        if width is not None or height is not None:
+            raise ValueError("give --size or --width/--height, not both")
+        width, height = parse_size(args.size)
+    return GenerateRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        width=width,
+        height=height,
+        fps=args.fps,
+        seconds=args.seconds,
+        num_frames=args.num_frames,
+        unbounded=args.unbounded,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        segment_frames=args.segment_frames,
+        overlap_frames=args.overlap_frames,
+        reference_image=read_image(args.reference_image) if args.reference_image else None,
+    )
+
+
+def _run(stream: EventStream, args: argparse.Namespace) -> int:
+    """Consume `stream`, save it, print a summary; returns the exit status."""
+    from tqdm import tqdm
+
+    bar = tqdm(unit="segment", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    writer: SegmentWriter | None = None
+    unbounded = bool(args.unbounded)
+    try:
+        try:
+            for event in stream:
+                if isinstance(event, StartEvent):
+                    writer = writer or _writer(args, event.job_id)
+                    bar.total = event.total_segments
+                    bar.set_description(f"job {event.job_id}")
+                    bar.refresh()
+                if writer is None:
+                    raise IncompleteVideo("the first event was not `start`")
+                writer.add(event)
+                if isinstance(event, ProgressEvent):
+                    bar.set_postfix_str(
+                        f"segment {event.segment_index + 1} step {event.step}/{event.total_steps}"
+                    )
+                elif isinstance(event, SegmentEvent):
+                    bar.update(1)
+        except KeyboardInterrupt:
+            stream.close()
+            bar.close()
+            if not (unbounded and writer is not None and writer.recording.segments):
+                if writer is not None:
+                    writer.abort()
+                print(f"{PROG}: interrupted", file=sys.stderr)
+                return 130
+        bar.close()
+        assert writer is not None  # the loop ends only after `complete`
+        path = writer.finish(require_complete=not unbounded)
+    except ClientError as exc:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+        return _fail(exc, stream)
+    _summary(writer, path, stream)
+    return 0
+
+
+def _writer(args: argparse.Namespace, job_id: str) -> SegmentWriter:
+    output_dir: Path | None = args.output_dir
+    if output_dir is None and args.concatenate is None:
+        output_dir = Path(job_id)
+    return SegmentWriter(output_dir, args.concatenate)
+
+
+def _summary(writer: SegmentWriter, path: Path | None, stream: EventStream) -> None:
+    recording = writer.recording
+    complete: CompleteEvent | None = recording.complete
+    start = recording.start
+    fps = start.fps if start is not None else 0.0
+    seconds = recording.num_frames / fps if fps else 0.0
+    state = "complete" if complete is not None else "stopped"
+    parts = [
+        f"job {stream.job_id} {state}: {len(recording.segments)} segments, "
+        f"{recording.num_frames} frames, {seconds:.2f} s"
+    ]
+    if writer.output_dir is not None:
+        parts.append(f"segments in {writer.output_dir}/")
+    if path is not None:
+        parts.append(f"video {path}")
+    if stream.reconnects:
+        parts.append(f"resumed {stream.reconnects}x")
+    print("; ".join(parts))
+
+
+def _fail(exc: ClientError, stream: EventStream) -> int:
+    if isinstance(exc, RequestRejected):
+        where = f", parameter {exc.param}" if exc.param else ""
+        print(
+            f"{PROG}: the server rejected the request ({_status(exc.status)} {exc.code}{where}): "
+            f"{exc.message}",
+            file=sys.stderr,
+        )
+        return 2
+    if isinstance(exc, JobFailed):
+        where = f", parameter {exc.param}" if exc.param else ""
+        print(
+            f"{PROG}: job {exc.job_id} failed ({exc.code}{where}): {exc.message}", file=sys.stderr
+        )
+        return 2
+    job = f" (job {stream.job_id}, last event {stream.last_seq})" if stream.job_id else ""
+    print(f"{PROG}: {exc}{job}", file=sys.stderr)
+    return 1
+
+
+def _status(status: int) -> str:
+    if status >= 1000:
+        return f"WebSocket close {status}"
+    return f"HTTP {status}" if status else "handshake"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
