@@ -23,7 +23,9 @@ from segment_pipeline import GenerationRequest, SegmentPipeline, load_generator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", default="embedded")
@@ -57,21 +59,29 @@ def main() -> None:
 
     bare, piped = statistics.median(bare_walls), statistics.median(pipe_walls)
     steady_generate = statistics.median(generate_s[1:])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"request: {request.width}x{request.height} @ {request.fps:g} fps, "
-          f"{request.segment_frames}-frame windows, overlap {request.overlap_frames}, "
-          f"{request.num_inference_steps} steps, {args.segments} segments, "
-          f"{frames / request.fps:.2f} s of video; {args.repeats} repeats (medians)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"request: {request.width}x{request.height} @ {request.fps:g} fps, "
+        f"{request.segment_frames}-frame windows, overlap {request.overlap_frames}, "
+        f"{request.num_inference_steps} steps, {args.segments} segments, "
+        f"{frames / request.fps:.2f} s of video; {args.repeats} repeats (medians)"
+    )
     print(f"{'bare generator wall':<44}{bare:8.3f} s")
     print(f"{'generator + encoder pipeline wall':<44}{piped:8.3f} s")
     print(f"{'pipeline / bare (target <= 1.03)':<44}{piped / bare:8.3f}")
     print(f"{'per-segment generate (median)':<44}{steady_generate * 1000:8.1f} ms")
     print(f"{'per-segment encode (median)':<44}{statistics.median(encode_s) * 1000:8.1f} ms")
-    print(f"{'encode / generate per segment':<44}{statistics.median(encode_s) / steady_generate:8.3f}")
+    print(
+        f"{'encode / generate per segment':<44}{statistics.median(encode_s) / steady_generate:8.3f}"
+    )
     duration = statistics.median(durations)
-    print(f"{'segment generation time / duration (< 1)':<44}{steady_generate / duration:8.3f}"
-          f"   ({steady_generate:.3f} s for {duration:.3f} s of new video)")
+    print(
+        f"{'segment generation time / duration (< 1)':<44}{steady_generate / duration:8.3f}"
+        f"   ({steady_generate:.3f} s for {duration:.3f} s of new video)"
+    )
 
 
 if __name__ == "__main__":

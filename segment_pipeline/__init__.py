@@ -9,6 +9,7 @@ from .encoder import EncodedFragment, EncoderOptions, FragmentedMP4Encoder
 from .errors import (
     EncoderError,
     GenerationCancelled,
+    GenerationFailed,
     InvalidRequest,
     ModelLoadError,
     PipelineError,
@@ -26,6 +27,7 @@ __all__ = [
     "EncoderOptions",
     "FragmentedMP4Encoder",
     "GenerationCancelled",
+    "GenerationFailed",
     "GenerationRequest",
     "GeneratorDefaults",
     "InvalidRequest",

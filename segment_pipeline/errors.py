@@ -6,6 +6,7 @@ The whole tree::
     ├── InvalidRequest            a request parameter is wrong (carries `param`)
     ├── ModelLoadError            a model directory is missing, incomplete or of the wrong kind
     ├── GenerationCancelled       a cancel token was set; raised between denoising steps
+    ├── GenerationFailed          the backend failed mid-generation (out of memory, a bug)
     └── EncoderError              PyAV/libx264 failed, or produced a stream we cannot use
 
 The service maps each to one HTTP status (see `streamgen.errors`).
@@ -44,6 +45,12 @@ class GenerationCancelled(PipelineError):
 
     def __init__(self, message: str = "generation was cancelled") -> None:
         super().__init__(message)
+
+
+class GenerationFailed(PipelineError):
+    """The backend raised while generating a segment; the cause is chained."""
+
+    code = "generation_failed"
 
 
 class EncoderError(PipelineError):

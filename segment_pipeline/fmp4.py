@@ -35,7 +35,9 @@ class Box:
         return self.start + self.header
 
 
-def iter_boxes(data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> Iterator[Box]:
+def iter_boxes(
+    data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None
+) -> Iterator[Box]:
     """Yield the boxes laid end to end in ``data[start:end]``."""
     end = len(data) if end is None else end
     pos = start
@@ -57,7 +59,9 @@ def iter_boxes(data: bytes | bytearray | memoryview, start: int = 0, end: int | 
         pos += size
 
 
-def find_boxes(data: bytes | bytearray, path: list[bytes], start: int = 0, end: int | None = None) -> list[Box]:
+def find_boxes(
+    data: bytes | bytearray, path: list[bytes], start: int = 0, end: int | None = None
+) -> list[Box]:
     """Every box reached by following `path` (box types) down from ``data[start:end]``."""
     found = [b for b in iter_boxes(data, start, end) if b.type == path[0]]
     if len(path) == 1:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import GenerationCancelled
+from .errors import GenerationCancelled, GenerationFailed, PipelineError
 from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest, resolve
 
 ProgressCallback = Callable[[int, int, int], None]
@@ -84,6 +84,7 @@ class SegmentedGenerator(ABC):
 
     def check_inputs(self, request: ResolvedRequest) -> None:
         """Backend-specific checks (sizes the model can take); raise `InvalidRequest`."""
+        del request  # the base class accepts whatever `resolve` accepted
 
     def describe(self) -> dict[str, Any]:
         """What the service reports about this model (`/v1/models`, `/health`)."""
@@ -131,7 +132,12 @@ class SegmentedGenerator(ABC):
                     progress(_index, step, total_steps)
                 _raise_if_cancelled(cancel)
 
-            window = self.generate_window(resolved, index, given, on_step)
+            try:
+                window = self.generate_window(resolved, index, given, on_step)
+            except PipelineError:
+                raise
+            except Exception as exc:  # torch OOM, backend bugs: one error type for callers
+                raise GenerationFailed(f"segment {index} failed: {exc}") from exc
             window = np.ascontiguousarray(window, dtype=np.uint8)
             window[: len(given)] = given
             skip = 0 if (index == 0 and resolved.first_emits_given) else len(given)

@@ -163,7 +163,9 @@ def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return out[0] if single else out
 
 
-def resolve(request: GenerationRequest, defaults: GeneratorDefaults, limits: Limits) -> ResolvedRequest:
+def resolve(
+    request: GenerationRequest, defaults: GeneratorDefaults, limits: Limits
+) -> ResolvedRequest:
     """Fill `request`'s defaults and check every field; raises `InvalidRequest`."""
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise InvalidRequest("prompt must be a non-empty string", param="prompt")
@@ -237,7 +239,9 @@ def resolve(request: GenerationRequest, defaults: GeneratorDefaults, limits: Lim
     if reference is not None:
         reference = _check_image(reference, "reference_image", width, height)
         if reference.ndim != 3:
-            raise InvalidRequest("reference_image must be one (H, W, 3) image", param="reference_image")
+            raise InvalidRequest(
+                "reference_image must be one (H, W, 3) image", param="reference_image"
+            )
     if extend is not None:
         extend = _check_image(extend, "extend_video", width, height)
         if extend.ndim != 4 or len(extend) == 0:

@@ -42,9 +42,7 @@ def add_parser(subparsers: Any) -> None:
     duration = p.add_mutually_exclusive_group()
     duration.add_argument("--seconds", type=float, help="video length in seconds")
     duration.add_argument("--num-frames", type=int, help="video length in frames")
-    duration.add_argument(
-        "--unbounded", action="store_true", help="keep generating until Ctrl-C"
-    )
+    duration.add_argument("--unbounded", action="store_true", help="keep generating until Ctrl-C")
     p.add_argument("--steps", "--num-inference-steps", dest="num_inference_steps", type=int)
     p.add_argument("--guidance-scale", type=float)
     p.add_argument("--segment-frames", type=int, help="frames per generated window")
@@ -74,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     config = args.config or os.environ.get("STREAMGEN_CONFIG")
     settings = load_settings(config)
-    settings = settings.replace(backend=args.backend, model_path=args.model_path, device=args.device)
+    settings = settings.replace(
+        backend=args.backend, model_path=args.model_path, device=args.device
+    )
     if settings.torch_threads:
         import torch
 

@@ -1,6 +1,5 @@
 """`streamgen generate` end to end: a real model, a real file, decoded back."""
 
-import io
 import subprocess
 import sys
 
@@ -25,9 +24,24 @@ def test_generate_writes_a_playable_mp4_and_segments(tmp_path):
     out = tmp_path / "x.mp4"
     segments = tmp_path / "segs"
     result = subprocess.run(
-        [sys.executable, "-m", "streamgen", "generate", "--prompt", "a red ball moving right",
-         "--seconds", "2", "-o", str(out), "--segments-dir", str(segments), *FAST],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "streamgen",
+            "generate",
+            "--prompt",
+            "a red ball moving right",
+            "--seconds",
+            "2",
+            "-o",
+            str(out),
+            "--segments-dir",
+            str(segments),
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     frames, duration = decode(out)
@@ -65,8 +79,20 @@ def test_reference_image_becomes_frame_zero(tmp_path, capsys):
     path = tmp_path / "ref.png"
     Image.fromarray(image).save(path)
     out = tmp_path / "ref.mp4"
-    code = main(["generate", "--prompt", "a green box", "--num-frames", "4",
-                 "--reference-image", str(path), "-o", str(out), *FAST])
+    code = main(
+        [
+            "generate",
+            "--prompt",
+            "a green box",
+            "--num-frames",
+            "4",
+            "--reference-image",
+            str(path),
+            "-o",
+            str(out),
+            *FAST,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     frames, _ = decode(out)
     assert len(frames) == 4

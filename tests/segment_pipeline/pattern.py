@@ -16,7 +16,12 @@ from segment_pipeline.request import GeneratorDefaults, ResolvedRequest
 class PatternGenerator(SegmentedGenerator):
     name = "test-pattern"
     defaults = GeneratorDefaults(
-        width=32, height=32, fps=8, seconds=2, num_inference_steps=3, segment_frames=6,
+        width=32,
+        height=32,
+        fps=8,
+        seconds=2,
+        num_inference_steps=3,
+        segment_frames=6,
         overlap_frames=2,
     )
 

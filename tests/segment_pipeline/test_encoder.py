@@ -22,9 +22,11 @@ def decode(data):
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         frames = [f for f in container.decode(stream)]
-        return [f.to_ndarray(format="rgb24") for f in frames], [f.time for f in frames], [
-            f.key_frame for f in frames
-        ]
+        return (
+            [f.to_ndarray(format="rgb24") for f in frames],
+            [f.time for f in frames],
+            [f.key_frame for f in frames],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,8 @@ def encoded():
     starts = np.cumsum([0, *sizes[:-1]])
     video = moving_square(sum(sizes), 0)
     fragments = [
-        enc.encode(i, video[s : s + n], int(s)) for i, (s, n) in enumerate(zip(starts, sizes, strict=True))
+        enc.encode(i, video[s : s + n], int(s))
+        for i, (s, n) in enumerate(zip(starts, sizes, strict=True))
     ]
     return enc, video, fragments
 

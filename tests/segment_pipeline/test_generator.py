@@ -29,7 +29,9 @@ def test_overlap_frames_are_emitted_once():
 def test_reference_image_is_frame_zero_and_conditions_segment_zero():
     gen = PatternGenerator()
     image = np.full((32, 32, 3), 100, np.uint8)
-    segments = list(gen.segments(GenerationRequest(prompt="p", num_frames=6, reference_image=image)))
+    segments = list(
+        gen.segments(GenerationRequest(prompt="p", num_frames=6, reference_image=image))
+    )
     assert gen.windows[0] == (0, 1)
     assert frame_values(segments) == [100, 101, 102, 103, 104, 105]
 
@@ -58,9 +60,11 @@ def test_unbounded_runs_until_cancelled():
 
 def test_progress_reports_every_step_of_every_segment():
     calls = []
-    list(PatternGenerator().segments(
-        GenerationRequest(prompt="p", num_frames=10), progress=lambda *a: calls.append(a)
-    ))
+    list(
+        PatternGenerator().segments(
+            GenerationRequest(prompt="p", num_frames=10), progress=lambda *a: calls.append(a)
+        )
+    )
     assert calls == [(s, step, 3) for s in range(2) for step in (1, 2, 3)]
 
 
@@ -69,7 +73,9 @@ def embedded():
     return load_generator("embedded")
 
 
-SMALL = dict(prompt="a red ball moving right", width=64, height=64, num_frames=16, num_inference_steps=3)
+SMALL = dict(
+    prompt="a red ball moving right", width=64, height=64, num_frames=16, num_inference_steps=3
+)
 
 
 def test_embedded_same_seed_same_output(embedded):
@@ -91,7 +97,9 @@ def test_embedded_cancel_stops_within_one_step(embedded):
             cancel.set()
 
     with pytest.raises(GenerationCancelled):
-        list(embedded.segments(GenerationRequest(seed=1, **SMALL), progress=progress, cancel=cancel))
+        list(
+            embedded.segments(GenerationRequest(seed=1, **SMALL), progress=progress, cancel=cancel)
+        )
     assert steps[-1] == (1, 2)  # not one more denoising step after the cancel
 
 
@@ -108,7 +116,15 @@ def test_embedded_cancel_from_another_thread(embedded):
     thread = threading.Thread(target=lambda: (started.wait(5), cancel.set()))
     thread.start()
     with pytest.raises(GenerationCancelled):
-        list(embedded.segments(GenerationRequest(seed=1, unbounded=True, **{k: v for k, v in SMALL.items() if k != "num_frames"}), progress=progress, cancel=cancel))
+        list(
+            embedded.segments(
+                GenerationRequest(
+                    seed=1, unbounded=True, **{k: v for k, v in SMALL.items() if k != "num_frames"}
+                ),
+                progress=progress,
+                cancel=cancel,
+            )
+        )
     thread.join()
     assert steps == [1]
 

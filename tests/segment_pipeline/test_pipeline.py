@@ -22,7 +22,9 @@ class WaitingGenerator(PatternGenerator):
         self.delivered: dict[int, threading.Event] = {}
         self.threads: set[str] = set()
 
-    def generate_window(self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback):
+    def generate_window(
+        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
+    ):
         self.threads.add(threading.current_thread().name)
         if index > 0:
             assert self.delivered[index - 1].wait(10), f"segment {index - 1} not encoded in time"

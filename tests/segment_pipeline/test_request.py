@@ -76,7 +76,10 @@ def test_reference_image_is_resized_and_checked():
 
 def test_reference_image_and_extend_video_exclude_each_other():
     with pytest.raises(InvalidRequest):
-        check(reference_image=np.zeros((8, 8, 3), np.uint8), extend_video=np.zeros((2, 8, 8, 3), np.uint8))
+        check(
+            reference_image=np.zeros((8, 8, 3), np.uint8),
+            extend_video=np.zeros((2, 8, 8, 3), np.uint8),
+        )
 
 
 def test_unreadable_image_is_invalid_request(tmp_path):
