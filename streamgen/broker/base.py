@@ -19,6 +19,7 @@ Errors::
     ├── BacklogTrimmed       the requested events rolled out of the backlog
     ├── BrokerClosed         publish/subscribe after close()
     └── BrokerUnavailable    the backend (Redis) could not be reached in time
+
 Every broker (memory, Redis) passes the same contract tests (tests/streamgen/broker_contract.py).
 """
 
