@@ -57,6 +57,12 @@ class Settings:
     backlog_ttl_seconds: float = 3600.0
     max_backlog_bytes: int = 256 * MiB
     graceful_timeout_seconds: float = 10.0
+    resume_grace_seconds: float = 10.0  # a cut-off request-scoped stream may resume this long
+    max_finished_jobs: int = 1000  # finished jobs (and their MP4 files) kept for queries
+    jobs_dir: str | None = None  # where job MP4s are written; a temporary directory if None
+    static_dir: str | None = None  # the browser player; the repository's static/ if None
+    certfile: str | None = None  # TLS (HTTP/2 over TLS) when both are given
+    keyfile: str | None = None
     # Workers (scale-out)
     worker_heartbeat_seconds: float = 2.0
     worker_dead_after_seconds: float = 10.0
@@ -120,7 +126,9 @@ def _build(values: Mapping[str, Any], source: str) -> Settings:
         value = getattr(settings, field.name)
         expected = field.type if isinstance(field.type, str) else field.type.__name__
         if not _matches(value, expected):
-            raise ConfigError(f"setting {field.name!r} in {source} must be {expected}, got {value!r}")
+            raise ConfigError(
+                f"setting {field.name!r} in {source} must be {expected}, got {value!r}"
+            )
     return settings
 
 

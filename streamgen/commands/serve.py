@@ -1,0 +1,80 @@
+"""`streamgen serve`: the streaming server (Quart on Hypercorn)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from segment_pipeline import BACKENDS
+
+from ..config import ConfigError, Settings, load_settings
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the streaming server",
+        description="Serve /generate-stream (SSE), /generate-stream-chunked (NDJSON), /ws, "
+        "/v1/jobs, /v1/videos and the browser player over HTTP/1.1, h2c and WebSocket "
+        "(HTTP/2 over TLS with --certfile/--keyfile).",
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument("--model-path", help="local model directory (real checkpoints)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--broker", help="'memory' (one process) or a Redis URL (redis://host:6379/0)")
+    p.add_argument("--certfile", help="TLS certificate (PEM) for HTTP/2 over TLS")
+    p.add_argument("--keyfile", help="TLS private key (PEM)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults, then --config (or STREAMGEN_CONFIG), then STREAMGEN_*, then the flags."""
+    settings = load_settings(args.config or os.environ.get("STREAMGEN_CONFIG"))
+    if (args.certfile is None) != (args.keyfile is None):
+        raise ConfigError("give both --certfile and --keyfile, or neither")
+    return settings.replace(
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        model_path=args.model_path,
+        device=args.device,
+        broker=args.broker,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"streamgen serve: error: {exc}", file=sys.stderr)
+        return 2
+    from ..app import create_app
+    from ..serving import serve
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(create_app(settings), settings, stop)
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:  # model load or bind failure: say what, not a traceback
+        logging.getLogger("streamgen").debug("serve failed", exc_info=exc)
+        print(f"streamgen serve: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

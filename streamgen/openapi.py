@@ -1,0 +1,91 @@
+"""The OpenAPI 3.1 description, built from the route table and the pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from .protocol import ErrorResponse
+
+if TYPE_CHECKING:
+    from .routes.table import RouteSpec
+
+_REF = "#/components/schemas/{model}"
+
+
+def build_openapi(routes: list[RouteSpec], version: str) -> dict[str, Any]:
+    """An OpenAPI document for `routes` (WebSocket `/ws` is described in `info`)."""
+    schemas: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        schema = model.model_json_schema(ref_template=_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        return {"$ref": _REF.format(model=model.__name__)}
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "tags": [route.tag],
+            "operationId": _operation_id(route),
+            "responses": {},
+        }
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)
+        ]
+        parameters += [
+            {"name": p.name, "in": p.where, "description": p.description,
+             "schema": {"type": p.type}}
+            for p in route.params
+        ]  # fmt: skip
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(route.body)}},
+            }
+        for status, reply in sorted(route.replies.items()):
+            schema = ref(reply.model) if reply.model is not None else {}
+            operation["responses"][str(status)] = {
+                "description": reply.description or _REASONS.get(status, ""),
+                "content": {reply.media_type: {"schema": schema}},
+            }
+        operation["responses"].setdefault(
+            "default",
+            {
+                "description": "error",
+                "content": {"application/json": {"schema": ref(ErrorResponse)}},
+            },
+        )
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "streamgen",
+            "version": version,
+            "description": "Streams AI-generated video while it is being generated. "
+            "The WebSocket endpoint GET /ws and the event formats are described in "
+            "docs/stream-protocol.md.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _operation_id(route: RouteSpec) -> str:
+    slug = re.sub(r"[^a-zA-Z0-9]+", "_", route.path).strip("_") or "root"
+    return f"{route.method.lower()}_{slug}"
+
+
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    206: "Partial Content",
+    404: "Not Found",
+    503: "Unavailable",
+}

@@ -1,0 +1,278 @@
+"""Request and response models at the HTTP edge (pydantic); nothing past `jobs` sees them.
+
+`GenerationParams` is what every generating endpoint accepts (`/generate-stream`,
+`/generate-stream-chunked`, `/generate`, `/v1/jobs`, a WebSocket request). It takes the
+aliases clients use (`num_steps`, `size: "WxH"`, `duration`), rejects unknown fields, and
+`to_generation_request` turns it into a `segment_pipeline.GenerationRequest`; range checks
+are left to `SegmentedGenerator.resolve`, whose `InvalidRequest.param` becomes a 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from segment_pipeline import GenerationRequest
+
+from .errors import InvalidParameter, MalformedRequest
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+_M = TypeVar("_M", bound="BaseModel")
+_DATA_URL = re.compile(r"^data:[\w/+.-]+(;[\w=.-]+)*;base64,", re.IGNORECASE)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class GenerationParams(_Model):
+    """A generation request: a prompt and optional parameters (backend defaults otherwise)."""
+
+    prompt: str = Field(description="What the video shows.")
+    negative_prompt: str = Field("", description="What to steer away from (with guidance).")
+    model: str | None = Field(None, description="Model id (see /v1/models); the loaded one.")
+    seed: int | None = Field(None, description="Noise seed; random when left out.")
+    width: int | None = Field(None, description="Frame width (pixels).")
+    height: int | None = Field(None, description="Frame height (pixels).")
+    size: str | None = Field(None, description='"WxH" (pixels); instead of width and height.')
+    fps: float | None = Field(None, description="Frames per second.")
+    seconds: float | None = Field(None, description="Video length (seconds).")
+    duration: float | None = Field(None, description="Same as seconds.")
+    num_frames: int | None = Field(None, description="Video length (frames).")
+    unbounded: bool = Field(False, description="Generate segments until cancelled.")
+    num_inference_steps: int | None = Field(
+        None,
+        validation_alias=AliasChoices("num_inference_steps", "num_steps"),
+        description="Denoising steps per segment (alias: num_steps).",
+    )
+    guidance_scale: float | None = Field(None, description="Classifier-free guidance scale.")
+    segment_frames: int | None = Field(None, description="Frames per generated window.")
+    overlap_frames: int | None = Field(
+        None, description="Frames each segment is conditioned on from the one before."
+    )
+    reference_image: str | None = Field(
+        None, description="Image (base64 or data URL) that becomes frame 0.", repr=False
+    )
+    extend_video: str | None = Field(
+        None, description="Video (base64 or data URL) whose end the output continues.", repr=False
+    )
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first; FIFO within.")
+
+
+class GenerateRequest(GenerationParams):
+    """`POST /generate`: waits for the whole video."""
+
+    response_format: Literal["mp4", "b64_json", "url"] = Field(
+        "mp4", description="mp4: the bytes; b64_json: JSON with base64; url: a link."
+    )
+
+
+class VideoCreateRequest(_Model):
+    """`POST /v1/videos` (OpenAI-style)."""
+
+    prompt: str
+    model: str | None = None
+    seconds: float | str | None = Field(None, description="Video length (seconds).")
+    size: str | None = Field(None, description='"WxH" (pixels).')
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    video: str
+
+
+class JobObject(BaseModel):
+    """A job's state (`/v1/jobs/{id}`). Times are Unix seconds."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "completed", "failed", "cancelled"]
+    model: str
+    prompt: str
+    priority: int
+    request_scoped: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    width: int
+    height: int
+    fps: float
+    seed: int
+    total_segments: int | None
+    total_frames: int | None
+    segments_done: int
+    frames_done: int
+    progress: dict[str, Any] | None
+    last_seq: int
+    error: ErrorBody | None
+    links: JobLinks
+
+
+class VideoObject(BaseModel):
+    """OpenAI-style video object (`/v1/videos/{id}`). Times are Unix seconds (integers)."""
+
+    id: str
+    object: Literal["video"] = "video"
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int = Field(description="Percent done, 0..100.")
+    created_at: int
+    completed_at: int | None
+    model: str
+    prompt: str
+    seconds: str
+    size: str
+    error: ErrorBody | None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "shutting_down"]
+    model_loaded: bool
+    streaming_supported: bool
+    model: str
+    version: str
+    queue_depth: int
+    running_jobs: int
+    broker: str
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "streamgen"
+    details: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def parse(model: type[_M], payload: Any) -> _M:
+    """Validate `payload` as `model`; errors become `InvalidParameter` naming the field."""
+    if not isinstance(payload, dict):
+        raise MalformedRequest("the request body must be a JSON object", param=None)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+def _invalid(exc: ValidationError) -> InvalidParameter:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        return InvalidParameter(f"unknown field {param!r}", param=param)
+    if first["type"] == "missing":
+        return InvalidParameter(f"{param} is required", param=param)
+    return InvalidParameter(f"{param}: {first['msg']}", param=param)
+
+
+def parse_size(size: str, param: str = "size") -> tuple[int, int]:
+    """``"WxH"`` → (width, height) in pixels."""
+    match = _SIZE.match(size)
+    if match is None:
+        raise InvalidParameter(f'{param} must look like "640x480", got {size!r}', param=param)
+    return int(match.group(1)), int(match.group(2))
+
+
+def to_generation_request(params: GenerationParams) -> GenerationRequest:
+    """The pipeline request for `params`; decodes media (CPU work: call it off the loop)."""
+    width, height = params.width, params.height
+    if params.size is not None:
+        if width is not None or height is not None:
+            raise InvalidParameter("give either size or width/height, not both", param="size")
+        width, height = parse_size(params.size)
+    seconds = params.seconds
+    if params.duration is not None:
+        if seconds is not None:
+            raise InvalidParameter("give either seconds or duration, not both", param="duration")
+        seconds = params.duration
+    return GenerationRequest(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        seed=params.seed,
+        width=width,
+        height=height,
+        fps=params.fps,
+        seconds=seconds,
+        num_frames=params.num_frames,
+        unbounded=params.unbounded,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.guidance_scale,
+        segment_frames=params.segment_frames,
+        overlap_frames=params.overlap_frames,
+        reference_image=(
+            decode_image(params.reference_image) if params.reference_image is not None else None
+        ),
+        extend_video=(
+            decode_video(params.extend_video) if params.extend_video is not None else None
+        ),
+    )
+
+
+def video_params(request: VideoCreateRequest) -> GenerationParams:
+    """The generation parameters an OpenAI-style create request stands for."""
+    seconds: float | None = None
+    if request.seconds is not None:
+        try:
+            seconds = float(request.seconds)
+        except ValueError as exc:
+            raise InvalidParameter(
+                f"seconds must be a number, got {request.seconds!r}", param="seconds"
+            ) from exc
+    return GenerationParams(
+        prompt=request.prompt, model=request.model, seconds=seconds, size=request.size
+    )
+
+
+def decode_base64(text: str, param: str) -> bytes:
+    """Bytes of a base64 string or a ``data:...;base64,`` URL."""
+    body = _DATA_URL.sub("", text.strip(), count=1)
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidParameter(f"{param} is not valid base64: {exc}", param=param) from exc
+
+
+def decode_image(text: str, param: str = "reference_image") -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a base64 image (any format Pillow reads)."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = decode_base64(text, param)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InvalidParameter(f"{param} is not a readable image: {exc}", param=param) from exc
+
+
+def decode_video(text: str, param: str = "extend_video") -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB from a base64 video (any container FFmpeg reads)."""
+    import av
+
+    data = decode_base64(text, param)
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
+        raise InvalidParameter(f"{param} is not a readable video: {exc}", param=param) from exc
+    if not frames:
+        raise InvalidParameter(f"{param} has no video frames", param=param)
+    return np.stack(frames)

@@ -1,0 +1,56 @@
+"""`GET /health`, `GET /v1/models` and `GET /openapi.json`."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify
+
+from streamgen import __version__
+from streamgen.openapi import build_openapi
+from streamgen.protocol import HealthResponse, ModelCard, ModelList
+from streamgen.service import current_service
+
+from .table import ROUTES, Reply, api_route
+
+bp = Blueprint("health", __name__)
+
+
+@api_route(
+    bp,
+    "GET",
+    "/health",
+    summary="Liveness and readiness: model loaded, queue depth",
+    replies={200: Reply(model=HealthResponse), 503: Reply(model=HealthResponse)},
+)
+async def health() -> tuple[Response, int]:
+    service = current_service()
+    manager = service.manager
+    broker = service.settings.broker
+    body = HealthResponse(
+        status="healthy" if manager.accepting else "shutting_down",
+        model_loaded=True,
+        streaming_supported=True,
+        model=service.generator.name,
+        version=__version__,
+        queue_depth=manager.queue_depth,
+        running_jobs=manager.running,
+        broker="memory" if broker == "memory" else broker.split("://", 1)[0],
+    )
+    return jsonify(body.model_dump()), 200 if manager.accepting else 503
+
+
+@api_route(
+    bp,
+    "GET",
+    "/v1/models",
+    summary="The model this server runs",
+    replies={200: Reply(model=ModelList)},
+)
+async def models() -> Response:
+    generator = current_service().generator
+    card = ModelCard(id=generator.name, details=generator.describe())
+    return jsonify(ModelList(data=[card]).model_dump())
+
+
+@api_route(bp, "GET", "/openapi.json", summary="This description", replies={200: Reply()})
+async def openapi() -> Response:
+    return jsonify(build_openapi(ROUTES, __version__))

@@ -1,0 +1,123 @@
+"""`/v1/jobs`: jobs that run on without subscribers; their events (SSE, resumable), their
+live or finished MP4, their state, and cancelling them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from quart import Blueprint, Response, jsonify, request
+
+from streamgen.protocol import ErrorResponse, GenerationParams, JobObject, parse
+from streamgen.service import current_service
+from streamgen.transports import mp4, sse
+
+from .common import (
+    from_seq_of,
+    job_object,
+    live_mp4_response,
+    open_follower,
+    sse_response,
+    video_file_response,
+)
+from .table import Param, Reply, api_route, read_json
+
+bp = Blueprint("jobs", __name__)
+
+_NOT_FOUND = {404: Reply(model=ErrorResponse, description="no such job")}
+
+
+@api_route(
+    bp,
+    "POST",
+    "/v1/jobs",
+    summary="Queue a job; it runs whether or not anyone follows it",
+    body=GenerationParams,
+    replies={
+        202: Reply(model=JobObject, description="accepted; links to its events and video"),
+        422: Reply(model=ErrorResponse, description="a field is invalid"),
+        429: Reply(model=ErrorResponse, description="the queue is full"),
+    },
+)
+async def create_job() -> tuple[Response, int, dict[str, str]]:
+    service = current_service()
+    params = parse(GenerationParams, await read_json())
+    job = await service.manager.submit(params, request_scoped=False)
+    return jsonify(job_object(job)), 202, {"Location": f"/v1/jobs/{job.id}"}
+
+
+@api_route(
+    bp,
+    "GET",
+    "/v1/jobs/<job_id>",
+    summary="A job's state",
+    replies={200: Reply(model=JobObject), **_NOT_FOUND},
+)
+async def get_job(job_id: str) -> Response:
+    return jsonify(job_object(current_service().manager.get(job_id)))
+
+
+@api_route(
+    bp,
+    "DELETE",
+    "/v1/jobs/<job_id>",
+    summary="Cancel a queued or running job (within one denoising step)",
+    replies={
+        200: Reply(model=JobObject, description="cancelled"),
+        202: Reply(model=JobObject, description="cancelling, not yet stopped"),
+        409: Reply(model=ErrorResponse, description="the job already finished"),
+        **_NOT_FOUND,
+    },
+)
+async def cancel_job(job_id: str) -> tuple[Response, int]:
+    service = current_service()
+    job = service.manager.get(job_id)
+    await service.manager.cancel(job)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(job.done.wait(), timeout=service.settings.graceful_timeout_seconds)
+    return jsonify(job_object(job)), 200 if job.finished else 202
+
+
+@api_route(
+    bp,
+    "GET",
+    "/v1/jobs/<job_id>/events",
+    summary="A job's events as server-sent events, from the start or resumed",
+    params=(
+        Param("Last-Event-ID", "header", "resume after this seq (wins over from_seq)"),
+        Param("from_seq", "query", "first seq to send (default 0: start + backlog)"),
+    ),
+    replies={
+        200: Reply(sse.CONTENT_TYPE, description="the job's events from the asked seq"),
+        410: Reply(model=ErrorResponse, description="those events rolled out of the backlog"),
+        422: Reply(model=ErrorResponse, description="bad Last-Event-ID or from_seq"),
+        **_NOT_FOUND,
+    },
+)
+async def job_events(job_id: str) -> Response:
+    service = current_service()
+    job = service.manager.get(job_id)
+    from_seq = from_seq_of(request.headers.get("Last-Event-ID"), request.args.get("from_seq"))
+    follower = await open_follower(service, job, from_seq)
+    return sse_response(service, follower)
+
+
+@api_route(
+    bp,
+    "GET",
+    "/v1/jobs/<job_id>/video.mp4",
+    summary="The job's MP4: live (init + fragments as they come) or, once finished, the file "
+    "with Range support",
+    replies={
+        200: Reply(mp4.CONTENT_TYPE, description="the (growing) fragmented MP4"),
+        206: Reply(mp4.CONTENT_TYPE, description="a byte range of the finished file"),
+        **_NOT_FOUND,
+    },
+)
+async def job_video(job_id: str) -> Response:
+    service = current_service()
+    job = service.manager.get(job_id)
+    if job.finished:
+        return await video_file_response(job)
+    follower = await open_follower(service, job, 0)
+    return live_mp4_response(follower)

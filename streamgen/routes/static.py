@@ -1,0 +1,48 @@
+"""`GET /` (the browser player, `static/index.html`) and `GET /static/<path>`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quart import Blueprint, Response, send_from_directory
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+
+from streamgen.errors import NotFound
+from streamgen.service import current_service
+
+from .table import Reply, api_route
+
+bp = Blueprint("static", __name__)
+
+
+def default_static_dir() -> Path:
+    """The repository's `static/` beside the `streamgen` package."""
+    return Path(__file__).resolve().parents[2] / "static"
+
+
+async def _send(name: str) -> Response:
+    directory = current_service().static_dir
+    if directory is None or not directory.is_dir():
+        raise NotFound("the browser player is not installed (no static/ directory)")
+    try:
+        return await send_from_directory(directory, name)
+    except WerkzeugNotFound as exc:
+        raise NotFound(f"no static file {name!r}", param="path") from exc
+
+
+@api_route(
+    bp, "GET", "/", summary="The browser player", replies={200: Reply("text/html"), 404: Reply()}
+)
+async def index() -> Response:
+    return await _send("index.html")
+
+
+@api_route(
+    bp,
+    "GET",
+    "/static/<path:path>",
+    summary="The player's files",
+    replies={200: Reply("application/octet-stream"), 404: Reply()},
+)
+async def static_file(path: str) -> Response:
+    return await _send(path)

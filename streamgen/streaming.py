@@ -1,0 +1,221 @@
+"""Following a job's events for one subscriber: the subscription, its lease, heartbeats and
+the slow-consumer cut-off; and `StreamBody`, the streaming HTTP body built on it.
+
+Each subscriber reads its own bounded broker subscription (`subscriber_buffer_events`);
+while its connection is slow its writes wait, its queue fills, and the broker cuts it off
+(`SubscriberOverflow`) without ever making the generator or other subscribers wait. The
+cut-off becomes a final `SlowConsumer` item naming the seq to resume from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+from .broker.base import BacklogTrimmed, BrokerError, Event, SubscriberOverflow, Subscription
+from .errors import BacklogGone, ServiceUnavailable, SlowConsumer
+from .jobs import Job, JobManager
+
+Item = Event | SlowConsumer | None
+"""What a follower yields: an event, the final cut-off, or None for a heartbeat tick."""
+
+
+class FrameCache:
+    """Framed bytes of recent events, so N subscribers of one transport frame an event once."""
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._frames: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+
+    def frame(self, transport: str, event: Event, make: Callable[[Event], bytes]) -> bytes:
+        key = (transport, event.job_id, event.seq)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = make(event)
+            if len(self._frames) > self.max_entries:
+                self._frames.popitem(last=False)
+        return frame
+
+
+class Follower:
+    """One subscriber's view of a job: events from `from_seq`, holding a lease on the job.
+
+    `holds_lease` says whether the caller already holds one (`submit` gives the creator of a
+    request-scoped job one); otherwise opening takes one. Close with `aclose()`.
+    """
+
+    def __init__(
+        self,
+        manager: JobManager,
+        job: Job,
+        from_seq: int,
+        *,
+        max_pending: int,
+        resume_grace_s: float,
+        holds_lease: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.job = job
+        self.from_seq = from_seq
+        self.max_pending = max_pending
+        self.resume_grace_s = resume_grace_s
+        self.cut_off = False
+        self._leased = holds_lease
+        self._subscription: Subscription | None = None
+
+    async def open(self) -> Follower:
+        """Subscribe (backlog first); raises `BacklogGone` (410) when it rolled out."""
+        if not self._leased:
+            self.manager.acquire(self.job)
+            self._leased = True
+        subscription = self.manager.broker.subscribe(
+            self.job.id, self.from_seq, max_pending=self.max_pending
+        )
+        try:
+            await subscription.__aenter__()
+        except BacklogTrimmed as exc:
+            self.release()
+            raise BacklogGone(str(exc), resume_from=exc.first_seq) from exc
+        except BrokerError as exc:
+            self.release()
+            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
+        self._subscription = subscription
+        return self
+
+    async def __aenter__(self) -> Follower:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def items(self, heartbeat_s: float | None = None) -> AsyncIterator[Item]:
+        """Events until the terminal one; None every `heartbeat_s` idle seconds; a final
+        `SlowConsumer` if this subscriber was cut off."""
+        assert self._subscription is not None, "open() first"
+        events = _with_heartbeats(aiter(self._subscription), heartbeat_s)
+        try:
+            async for item in events:
+                yield item
+        except SubscriberOverflow as exc:
+            self.cut_off = True
+            yield SlowConsumer(self.job.id, exc.last_seq + 1, exc.bound)
+        finally:
+            await events.aclose()
+
+    def release(self) -> None:
+        """Give the lease back (idempotent); after a cut-off, with time to resume."""
+        if self._leased:
+            self._leased = False
+            self.manager.release(self.job, self.resume_grace_s if self.cut_off else 0.0)
+
+    async def aclose(self) -> None:
+        try:
+            if self._subscription is not None:
+                subscription, self._subscription = self._subscription, None
+                await subscription.__aexit__(None, None, None)
+        finally:
+            self.release()
+
+
+async def _with_heartbeats(
+    events: AsyncIterator[Event], interval_s: float | None
+) -> AsyncIterator[Event | None]:
+    """`events`, with None whenever `interval_s` seconds pass without one.
+
+    The pending ``__anext__`` is kept across ticks, never cancelled mid-event.
+    """
+    if interval_s is None:
+        async for event in events:
+            yield event
+        return
+    pending: asyncio.Future[Event] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=interval_s)
+            if not done:
+                yield None
+                continue
+            finished, pending = pending, None
+            try:
+                event = finished.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+Render = Callable[[Item], bytes | None]
+
+
+class StreamBody:
+    """A streaming response body: `preamble`, then each rendered item of a `Follower`.
+
+    Quart closes it (``aclose``) when the response ends or the client disconnects; that
+    ends the subscription and gives the lease back, cancelling a request-scoped job whose
+    last subscriber this was. If the body is dropped unopened, the lease is still released.
+    """
+
+    def __init__(
+        self,
+        follower: Follower,
+        render: Render,
+        *,
+        preamble: bytes = b"",
+        heartbeat_s: float | None = None,
+    ) -> None:
+        self.follower = follower
+        self._chunks = self._generate(render, preamble, heartbeat_s)
+        self._finalizer = weakref.finalize(self, follower.release)
+
+    async def _generate(
+        self, render: Render, preamble: bytes, heartbeat_s: float | None
+    ) -> AsyncIterator[bytes]:
+        if preamble:
+            yield preamble
+        items = self.follower.items(heartbeat_s)
+        try:
+            async for item in items:
+                chunk = render(item)
+                if chunk:
+                    yield chunk
+        finally:
+            await items.aclose()
+
+    def __aiter__(self) -> StreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self.follower.aclose()
+            self._finalizer.detach()
+
+
+def slow_consumer_fields(cut: SlowConsumer, job_id: str) -> dict[str, Any]:
+    """The JSON fields of the final cut-off message (text transports)."""
+    return {
+        "job_id": job_id,
+        "seq": cut.resume_from - 1,
+        "type": "error",
+        "code": cut.code,
+        "message": cut.message,
+        "param": None,
+        "resume_from": cut.resume_from,
+    }
