@@ -6,6 +6,7 @@ Each turns its framing into typed events and every way the connection can end ea
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -140,14 +141,18 @@ class WebSocketConnection:
         self.retry_ms: int | None = None
         self.job_id: str | None = None
         self.read_s = timeouts.read_s
+        self._exit = contextlib.ExitStack()
         try:
-            self.ws: ClientConnection = connect(
-                url,
-                open_timeout=timeouts.connect_s,
-                close_timeout=timeouts.connect_s,
-                max_size=MAX_MESSAGE_BYTES,
-                compression=None,  # video does not deflate; save the CPU
-                additional_headers=dict(headers) or None,
+            # Entered as a context manager, as websockets >= 17.1 asks; `close` exits it.
+            self.ws: ClientConnection = self._exit.enter_context(
+                connect(
+                    url,
+                    open_timeout=timeouts.connect_s,
+                    close_timeout=timeouts.connect_s,
+                    max_size=MAX_MESSAGE_BYTES,
+                    compression=None,  # video does not deflate; save the CPU
+                    additional_headers=dict(headers) or None,
+                )
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -163,6 +168,7 @@ class WebSocketConnection:
         try:
             self.ws.send(json.dumps(dict(message), separators=(",", ":")))
         except ConnectionClosed as exc:
+            self.close(abort=True)
             self._closed(exc)
 
     def events(self) -> Iterator[StreamEvent]:
@@ -186,8 +192,9 @@ class WebSocketConnection:
         """Close cleanly (close frame 1000), or with `abort` drop the TCP connection."""
         if abort:
             self.ws.close_socket()
+            self._exit.pop_all()
         else:
-            self.ws.close()
+            self._exit.close()
 
     def _closed(self, exc: ConnectionClosed) -> NoReturn:
         frame = exc.rcvd

@@ -27,8 +27,8 @@ import httpx
 
 from . import _transports
 from ._transports import Dropped
-from .errors import JobFailed, ProtocolError, StreamInterrupted
-from .events import TERMINAL, ErrorEvent, StartEvent, StreamEvent
+from .errors import JobFailed, ProtocolError, RequestRejected, StreamInterrupted
+from .events import TERMINAL, ErrorEvent, StartEvent, StreamEvent, error_from_body
 from .request import GenerateRequest
 
 Transport = Literal["sse", "ndjson", "ws"]
@@ -113,11 +113,46 @@ class StreamClient:
         body = request.to_json() if isinstance(request, GenerateRequest) else dict(request)
         return EventStream(self, transport, body=body)
 
+    def submit(self, request: GenerateRequest | Mapping[str, Any]) -> str:
+        """Queue a job with ``POST /v1/jobs`` and return its id. Unlike `generate`, the job
+        runs whether or not anyone follows it; follow it with `attach`."""
+        body = request.to_json() if isinstance(request, GenerateRequest) else dict(request)
+        try:
+            response = self.http.post("/v1/jobs", json=body)
+        except httpx.TransportError as exc:
+            raise StreamInterrupted(
+                f"POST /v1/jobs failed: {exc!r}", job_id="", last_seq=-1
+            ) from exc
+        if response.status_code >= 400:
+            code, message, param = error_from_body(response.content)
+            raise RequestRejected(response.status_code, code, message, param)
+        try:
+            job_id = response.json()["id"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"POST /v1/jobs answered without a job id: {exc!r}") from exc
+        if not isinstance(job_id, str) or not job_id:
+            raise ProtocolError(f"POST /v1/jobs answered a bad job id {job_id!r}")
+        return job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued or running job (``DELETE /v1/jobs/{id}``); its stream then ends
+        with an ``error`` event (code ``cancelled``), which `EventStream` raises as
+        `JobFailed`. A finished job is a `RequestRejected` with status 409."""
+        try:
+            response = self.http.delete(f"/v1/jobs/{job_id}")
+        except httpx.TransportError as exc:
+            raise StreamInterrupted(
+                f"DELETE /v1/jobs/{job_id} failed: {exc!r}", job_id=job_id, last_seq=-1
+            ) from exc
+        if response.status_code >= 400:
+            code, message, param = error_from_body(response.content)
+            raise RequestRejected(response.status_code, code, message, param)
+
     def attach(
         self, job_id: str, *, from_seq: int = 0, transport: Transport = "sse"
     ) -> EventStream:
-        """Stream the events of an existing job from `from_seq` on (its `start` event, which
-        holds the init segment, comes first even when `from_seq` is past it)."""
+        """Stream the events of an existing job with ``seq >= from_seq`` (the job's whole log
+        from 0; the `start` event, which holds the init segment, is seq 0)."""
         _check_transport(transport)
         if not job_id:
             raise ValueError("job_id must be a non-empty job id")
@@ -275,7 +310,7 @@ class EventStream(Iterator[StreamEvent]):
                     if not exc.deliberate:
                         if failures >= policy.max_retries:
                             raise StreamInterrupted(
-                                f"gave up after {failures} retries: {exc}",
+                                f"gave up after {_attempts(failures + 1)} in a row: {exc}",
                                 job_id=self.job_id or "",
                                 last_seq=self.last_seq,
                             ) from exc
@@ -296,7 +331,7 @@ class EventStream(Iterator[StreamEvent]):
         if event.seq is None:  # an error that is not part of the log
             return True
         if event.seq <= self.last_seq:
-            # A late joiner (or a resumed stream) is sent the `start` event first.
+            # A server may send the `start` event (the init segment) ahead of a resumed log.
             first_start = isinstance(event, StartEvent) and not self._start_seen
             self._start_seen = self._start_seen or first_start
             return first_start
@@ -325,3 +360,7 @@ def _ws_url(base_url: str) -> str:
     if base_url.startswith("http://"):
         return "ws://" + base_url[len("http://") :] + "/ws"
     raise ValueError(f"server URL must start with http:// or https://, got {base_url!r}")
+
+
+def _attempts(count: int) -> str:
+    return f"{count} failed attempt" + ("" if count == 1 else "s")

@@ -215,7 +215,8 @@ def error_from_body(body: bytes) -> tuple[str, str, str | None]:
     try:
         value = json.loads(body)
         error = value.get("error", value)  # a WebSocket close reason may be the bare object
-        return str(error["code"]), str(error["message"]), _param(error.get("param"))
+        # A WebSocket close reason is cut to 123 bytes, so the message may be short or gone.
+        return str(error["code"]), str(error.get("message", "")), _param(error.get("param"))
     except (ValueError, TypeError, KeyError, AttributeError):
         text = body.decode("utf-8", errors="replace").strip()
         return "http_error", text[:500] or "(empty body)", None

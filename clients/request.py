@@ -2,7 +2,8 @@
 
 Field names are the server's (``POST /generate-stream`` and the WebSocket generate message
 take the same body). ``None`` leaves a field out, so the server's model defaults apply.
-`reference_image` is the image file's bytes (PNG, JPEG, …), sent base64.
+`reference_image` is an image file's bytes (PNG, JPEG, …) and `extend_video` a video file's
+bytes; both are sent base64.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class GenerateRequest:
     segment_frames: int | None = None  # frames per generated window
     overlap_frames: int | None = None  # frames each window is conditioned on
     reference_image: bytes | None = field(default=None, repr=False)  # image file bytes
+    extend_video: bytes | None = field(default=None, repr=False)  # video file bytes
     extra: Mapping[str, Any] = field(default_factory=dict)  # further server fields, as given
 
     def to_json(self) -> dict[str, Any]:
@@ -57,12 +59,14 @@ class GenerateRequest:
             body["unbounded"] = True
         if self.reference_image is not None:
             body["reference_image"] = base64.b64encode(self.reference_image).decode("ascii")
+        if self.extend_video is not None:
+            body["extend_video"] = base64.b64encode(self.extend_video).decode("ascii")
         body.update(self.extra)
         return body
 
 
-def read_image(path: str | Path) -> bytes:
-    """The bytes of an image file, for `GenerateRequest.reference_image`."""
+def read_file(path: str | Path) -> bytes:
+    """The bytes of a file, for `reference_image` / `extend_video`."""
     return Path(path).read_bytes()
 
 

@@ -23,7 +23,7 @@ from .client import TRANSPORTS, EventStream, RetryPolicy, StreamClient
 from .errors import ClientError, IncompleteVideo, JobFailed, RequestRejected
 from .events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent
 from .mp4 import SegmentWriter
-from .request import GenerateRequest, parse_size, read_image
+from .request import GenerateRequest, parse_size, read_file
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 PROG = "streamgen-client"
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="what the video shows (starts a new job)")
     what.add_argument("--job", metavar="ID", help="attach to an existing job instead")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="queue the job with POST /v1/jobs so it runs even if this client goes away, "
+        "then follow it (re-attach later with --job)",
+    )
     p.add_argument("--negative-prompt")
     duration = p.add_mutually_exclusive_group()
     duration.add_argument("--seconds", type=float, help="video length (seconds)")
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap-frames", type=int, help="frames each segment is conditioned on")
     p.add_argument("--guidance-scale", type=float)
     p.add_argument("--reference-image", type=Path, help="image file that becomes frame 0")
+    p.add_argument("--extend-video", type=Path, help="video file whose end the output continues")
     p.add_argument(
         "--output-dir",
         type=Path,
@@ -81,10 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_retries=max(0, args.retries), initial_delay_s=max(0.0, args.retry_delay)
     )
     with StreamClient(args.server, retry=retry) as client:
-        if request is None:
-            stream = client.attach(args.job, transport=args.transport)
-        else:
-            stream = client.generate(request, transport=args.transport)
+        try:
+            if request is None:
+                stream = client.attach(args.job, transport=args.transport)
+            elif args.detach:
+                job_id = client.submit(request)
+                print(f"{PROG}: queued job {job_id}", file=sys.stderr)
+                stream = client.attach(job_id, transport=args.transport)
+            else:
+                stream = client.generate(request, transport=args.transport)
+        except ClientError as exc:
+            return _fail(exc, None)
         return _run(stream, args)
 
 
@@ -110,7 +124,8 @@ def _request(args: argparse.Namespace) -> GenerateRequest | None:
         guidance_scale=args.guidance_scale,
         segment_frames=args.segment_frames,
         overlap_frames=args.overlap_frames,
-        reference_image=read_image(args.reference_image) if args.reference_image else None,
+        reference_image=read_file(args.reference_image) if args.reference_image else None,
+        extend_video=read_file(args.extend_video) if args.extend_video else None,
     )
 
 
@@ -185,7 +200,7 @@ def _summary(writer: SegmentWriter, path: Path | None, stream: EventStream) -> N
     print("; ".join(parts))
 
 
-def _fail(exc: ClientError, stream: EventStream) -> int:
+def _fail(exc: ClientError, stream: EventStream | None) -> int:
     if isinstance(exc, RequestRejected):
         where = f", parameter {exc.param}" if exc.param else ""
         print(
@@ -200,7 +215,9 @@ def _fail(exc: ClientError, stream: EventStream) -> int:
             f"{PROG}: job {exc.job_id} failed ({exc.code}{where}): {exc.message}", file=sys.stderr
         )
         return 2
-    job = f" (job {stream.job_id}, last event {stream.last_seq})" if stream.job_id else ""
+    job = ""
+    if stream is not None and stream.job_id:
+        job = f" (job {stream.job_id}, last event {stream.last_seq})"
     print(f"{PROG}: {exc}{job}", file=sys.stderr)
     return 1
 

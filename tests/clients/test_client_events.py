@@ -202,3 +202,5 @@ def test_error_bodies():
         None,
     )
     assert error_from_body(b"") == ("http_error", "(empty body)", None)
+    cut = b'{"code":"slow_consumer","param":null}'  # a close reason cut to 123 bytes
+    assert error_from_body(cut) == ("slow_consumer", "", None)
