@@ -46,11 +46,16 @@ class ServerThread:
         overrides: Mapping[str, Any] | None = None,
         *,
         generator: SegmentedGenerator | None = None,
+        send_buffer_bytes: int | None = None,
     ) -> None:
+        """`send_buffer_bytes` sets SO_SNDBUF on the listening socket (accepted connections
+        inherit it): small values make a stalled client back up into the server quickly."""
         self.settings = Settings().replace(**dict(overrides or {}))
         self.app: Quart = create_app(self.settings, generator or shared_generator())
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if send_buffer_bytes is not None:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(1024)
         self.port: int = self._sock.getsockname()[1]

@@ -8,14 +8,16 @@ import contextlib
 
 from quart import Blueprint, Response, jsonify, request
 
+from streamgen.errors import InvalidParameter
 from streamgen.protocol import ErrorResponse, GenerationParams, JobObject, parse
 from streamgen.service import current_service
-from streamgen.transports import mp4, sse
+from streamgen.transports import mp4, ndjson, sse
 
 from .common import (
     from_seq_of,
     job_object,
     live_mp4_response,
+    ndjson_response,
     open_follower,
     sse_response,
     video_file_response,
@@ -82,10 +84,16 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
     bp,
     "GET",
     "/v1/jobs/<job_id>/events",
-    summary="A job's events as server-sent events, from the start or resumed",
+    summary="A job's events as server-sent events (or NDJSON), from the start or resumed",
     params=(
         Param("Last-Event-ID", "header", "resume after this seq (wins over from_seq)"),
         Param("from_seq", "query", "first seq to send (default 0: start + backlog)"),
+        Param(
+            "format",
+            "query",
+            "sse (default) or ndjson (also: Accept: application/x-ndjson)",
+            type="string",
+        ),
     ),
     replies={
         200: Reply(sse.CONTENT_TYPE, description="the job's events from the asked seq"),
@@ -98,8 +106,19 @@ async def job_events(job_id: str) -> Response:
     service = current_service()
     job = service.manager.get(job_id)
     from_seq = from_seq_of(request.headers.get("Last-Event-ID"), request.args.get("from_seq"))
+    wants_ndjson = _events_format() == "ndjson"
     follower = await open_follower(service, job, from_seq)
-    return sse_response(service, follower)
+    return ndjson_response(service, follower) if wants_ndjson else sse_response(service, follower)
+
+
+def _events_format() -> str:
+    chosen = request.args.get("format")
+    if chosen is None:
+        accept = request.headers.get("Accept", "")
+        return "ndjson" if ndjson.CONTENT_TYPE in accept else "sse"
+    if chosen not in ("sse", "ndjson"):
+        raise InvalidParameter(f"format must be sse or ndjson, got {chosen!r}", param="format")
+    return chosen
 
 
 @api_route(

@@ -1,0 +1,147 @@
+"""Request models at the HTTP edge and the error hierarchy, without a server."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segment_pipeline import EncoderError, GenerationCancelled, InvalidRequest, ModelLoadError
+from streamgen import errors
+from streamgen.protocol import (
+    GenerateRequest,
+    GenerationParams,
+    VideoCreateRequest,
+    decode_image,
+    parse,
+    to_generation_request,
+    video_params,
+)
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 200, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_aliases_map_onto_the_pipeline_request() -> None:
+    params = parse(
+        GenerationParams,
+        {"prompt": "a red ball", "num_steps": 3, "size": "96x64", "duration": 2.5, "seed": 4},
+    )
+    request = to_generation_request(params)
+    assert request.num_inference_steps == 3
+    assert (request.width, request.height) == (96, 64)
+    assert request.seconds == 2.5 and request.num_frames is None and request.seed == 4
+
+
+def test_num_frames_and_unbounded_pass_through() -> None:
+    request = to_generation_request(parse(GenerationParams, {"prompt": "p", "num_frames": 20}))
+    assert request.num_frames == 20 and request.seconds is None
+    assert to_generation_request(
+        parse(GenerationParams, {"prompt": "p", "unbounded": True})
+    ).unbounded
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"prompt": "p", "colour": "red"}, "colour"),
+        ({"prompt": "p", "width": "wide"}, "width"),
+        ({"prompt": "p", "width": 64.5}, "width"),
+        ({"num_frames": 3}, "prompt"),
+        ({"prompt": "p", "priority": 1000}, "priority"),
+        ({"prompt": "p", "unbounded": "sometimes"}, "unbounded"),
+    ],
+)
+def test_bad_fields_are_422_naming_the_field(payload: dict, param: str) -> None:
+    with pytest.raises(errors.InvalidParameter) as info:
+        parse(GenerationParams, payload)
+    assert info.value.status == 422 and info.value.param == param
+    assert param in info.value.message
+
+
+def test_response_format_is_only_for_generate() -> None:
+    assert (
+        parse(GenerateRequest, {"prompt": "p", "response_format": "url"}).response_format == "url"
+    )
+    with pytest.raises(errors.InvalidParameter) as info:
+        parse(GenerationParams, {"prompt": "p", "response_format": "url"})
+    assert info.value.param == "response_format"
+    with pytest.raises(errors.InvalidParameter):
+        parse(GenerateRequest, {"prompt": "p", "response_format": "gif"})
+
+
+def test_a_body_that_is_not_an_object_is_400() -> None:
+    with pytest.raises(errors.MalformedRequest) as info:
+        parse(GenerationParams, ["prompt"])
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({"prompt": "p", "size": "64 by 64"}, "size"),
+        ({"prompt": "p", "size": "64x64", "width": 64}, "size"),
+        ({"prompt": "p", "seconds": 1, "duration": 1}, "duration"),
+        ({"prompt": "p", "reference_image": "not base64!"}, "reference_image"),
+        ({"prompt": "p", "reference_image": base64.b64encode(b"text").decode()}, "reference_image"),
+        (
+            {"prompt": "p", "extend_video": base64.b64encode(b"not a video").decode()},
+            "extend_video",
+        ),
+    ],
+)
+def test_conversion_errors_name_the_field(payload: dict, param: str) -> None:
+    with pytest.raises(errors.InvalidParameter) as info:
+        to_generation_request(parse(GenerationParams, payload))
+    assert info.value.param == param
+
+
+def test_reference_image_as_base64_or_data_url() -> None:
+    png = _png(8, 6)
+    plain = decode_image(base64.b64encode(png).decode())
+    data_url = decode_image("data:image/png;base64," + base64.b64encode(png).decode())
+    assert plain.shape == data_url.shape == (6, 8, 3) and plain.dtype == np.uint8
+    assert int(plain[0, 0, 0]) == 200
+
+
+def test_openai_video_request() -> None:
+    params = video_params(
+        parse(VideoCreateRequest, {"prompt": "p", "seconds": "4", "size": "64x32"})
+    )
+    request = to_generation_request(params)
+    assert request.seconds == 4.0 and (request.width, request.height) == (64, 32)
+    with pytest.raises(errors.InvalidParameter) as info:
+        video_params(parse(VideoCreateRequest, {"prompt": "p", "seconds": "four"}))
+    assert info.value.param == "seconds"
+
+
+def test_pipeline_errors_map_to_one_status_each() -> None:
+    cases = [
+        (InvalidRequest("bad", param="fps"), 422, "fps"),
+        (GenerationCancelled(), 409, None),
+        (ModelLoadError("missing"), 503, None),
+        (EncoderError("x264"), 500, None),
+    ]
+    for exc, status, param in cases:
+        mapped = errors.from_pipeline_error(exc)
+        assert mapped.status == status and mapped.param == param
+        body = mapped.to_dict()["error"]
+        assert set(body) == {"code", "message", "param"} and body["message"]
+
+
+def test_http_exceptions_map_to_json_errors() -> None:
+    for status, cls in (
+        (404, errors.NotFound),
+        (405, errors.MethodNotAllowed),
+        (413, errors.PayloadTooLarge),
+    ):
+        mapped = errors.from_http_exception(status, "text")
+        assert isinstance(mapped, cls) and mapped.status == status
+    odd = errors.from_http_exception(418, "teapot")
+    assert odd.status == 418 and odd.to_dict()["error"]["code"] == "http_error"
