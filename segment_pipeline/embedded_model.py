@@ -67,6 +67,7 @@ class ModelConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     layers_per_block: int = 1
     attention_head_dim: int = 16
+    conv_kernel: int = 3  # of the UNet's first and last convolution (1: per 4x4 patch)
     num_train_timesteps: int = 1000
     default_steps: int = 8
     default_overlap: int = 4
@@ -148,6 +149,8 @@ class TinyVideoDiffusion(nn.Module):
             cross_attention_dim=config.text_dim,
             attention_head_dim=config.attention_head_dim,
             norm_num_groups=min(32, channels[0]),
+            conv_in_kernel=config.conv_kernel,
+            conv_out_kernel=config.conv_kernel,
         )
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,13 +223,17 @@ class TinyVideoDiffusion(nn.Module):
         weights_path = directory / "model.safetensors"
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise ModelLoadError(f"embedded model directory {str(directory)!r} has no {path.name}")
+                raise ModelLoadError(
+                    f"embedded model directory {str(directory)!r} has no {path.name}"
+                )
         try:
             config = ModelConfig(**json.loads(config_path.read_text()))
             model = cls(config)
             model.load_state_dict({k: v.float() for k, v in load_file(str(weights_path)).items()})
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            raise ModelLoadError(f"cannot load embedded model from {str(directory)!r}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot load embedded model from {str(directory)!r}: {exc}"
+            ) from exc
         return model.eval()
 
 

@@ -1,0 +1,319 @@
+"""Train the embedded default model on the procedural world (`segment_pipeline.world`).
+
+    python -m segment_pipeline.train --out runs/tiny --steps 3000 [--device cuda] [--resume]
+
+Each example is one window of `config.frames` frames, fed exactly as
+`backends.embedded.EmbeddedGenerator.generate_window` feeds it at inference: the noisy packed
+window, the given frames packed the same way (zeros where not given) and the given mask. The
+number of given frames is drawn per example:
+
+- 0: a first segment (text only; the object starts in the third opposite its heading),
+- 1: a reference image (frame 0 given, the object anywhere, heading as prompted),
+- the overlap (default 4) or another short prefix: a later segment, taken from anywhere in
+  the scene's bouncing motion; given frames get a little noise so long streams do not drift.
+
+Prompts come from the training templates only; some are dropped to "" so classifier-free
+guidance works. Every step's data and noise are drawn from (seed, step), so a run is
+reproducible from its seed, and a resumed run draws what the uninterrupted run would have.
+The loss is v-prediction MSE, weighted up on the object's pixels (the object is ~4% of the
+frame; the background alone would dominate the loss). The saved model is the EMA of weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .embedded_model import ModelConfig, TinyVideoDiffusion, initial_model
+from .world import BACKGROUNDS, WorldConfig, make_clip, make_prompt, sample_spec
+
+# Words no prompt of the world needs; sprinkled into training prompts (they read as <unk>)
+# so that the model learns to ignore words it does not know.
+_NOISE_WORDS = ("video", "nice", "simple", "shot", "clip", "scene", "cute", "little", "very")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one run; stored with every checkpoint."""
+
+    steps: int = 3000
+    batch_size: int = 8
+    learning_rate: float = 5e-4  # peak (1/s of nothing: per step)
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.1  # cosine decay ends at this fraction of the peak
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.998
+    text_drop: float = 0.1  # fraction of prompts replaced by "" (for guidance)
+    object_weight: float = 4.0  # extra loss weight on object pixels
+    given_noise: float = 0.06  # max std of noise on given frames ([-1, 1] pixel units)
+    overlap: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Packed-ready training tensors: frames (B, F, 3, H, W) in [-1, 1], object masks
+    (B, F, H, W), given frame counts (B,) and prompts."""
+
+    frames: torch.Tensor
+    objects: torch.Tensor
+    given_counts: torch.Tensor
+    prompts: list[str]
+
+
+def draw_given_count(rng: np.random.Generator, frames: int, overlap: int) -> int:
+    """How many frames are given to one training window (see the module docstring)."""
+    u = rng.random()
+    if u < 0.3:
+        return 0
+    if u < 0.5:
+        return 1
+    if u < 0.85:
+        return min(overlap, frames - 1)
+    return int(rng.integers(2, max(3, frames // 2 + 1)))
+
+
+def _noisy_prompt(prompt: str, rng: np.random.Generator) -> str:
+    words = prompt.split()
+    if rng.random() < 0.2:
+        words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(_NOISE_WORDS)))
+    return " ".join(words)
+
+
+def make_batch(
+    rng: np.random.Generator, size: int, model_config: ModelConfig, train: TrainConfig
+) -> Batch:
+    """One batch of windows from the world, with prompts from the training templates."""
+    world = WorldConfig(model_config.width, model_config.height, model_config.fps)
+    frames, objects, counts, prompts = [], [], [], []
+    period = max(1, round(2 * (world.width - world.object_size) / world.speed))
+    for _ in range(size):
+        spec = sample_spec(rng)
+        given = draw_given_count(rng, model_config.frames, train.overlap)
+        offset = int(rng.integers(0, period)) if given >= 2 else 0
+        clip = make_clip(spec, rng, model_config.frames, world, offset=offset, anywhere=given == 1)
+        frames.append(clip.frames)
+        objects.append(np.any(clip.frames != BACKGROUNDS[spec.background], axis=-1))
+        counts.append(given)
+        prompt = make_prompt(spec, rng)
+        prompts.append("" if rng.random() < train.text_drop else _noisy_prompt(prompt, rng))
+    pixels = torch.from_numpy(np.stack(frames)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+    return Batch(
+        frames=pixels,
+        objects=torch.from_numpy(np.stack(objects)).float(),
+        given_counts=torch.tensor(counts),
+        prompts=prompts,
+    )
+
+
+def learning_rate(step: int, train: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to `min_lr_fraction` of the peak."""
+    if step < train.warmup_steps:
+        return train.learning_rate * (step + 1) / train.warmup_steps
+    progress = min(1.0, (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps))
+    floor = train.min_lr_fraction
+    return train.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def training_loss(
+    model: TinyVideoDiffusion,
+    batch: Batch,
+    alphas_cumprod: torch.Tensor,
+    generator: torch.Generator,
+    train: TrainConfig,
+) -> torch.Tensor:
+    """Weighted v-prediction loss of one batch (a scalar)."""
+    device = alphas_cumprod.device
+    frames = batch.frames.to(device)
+    b, f = frames.shape[:2]
+
+    # 1. Given frames: a prefix of the window, slightly noised, zeros elsewhere
+    given_mask = (torch.arange(f)[None] < batch.given_counts[:, None]).float().to(device)
+    jitter = torch.rand(b, 1, 1, 1, 1, generator=generator) * train.given_noise
+    given = frames + jitter.to(device) * torch.randn(frames.shape, generator=generator).to(device)
+    given = given.clamp(-1, 1) * given_mask[:, :, None, None, None]
+
+    # 2. Noise the clean window at a random timestep
+    x0 = model.to_channels(frames)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator).to(device)
+    a = alphas_cumprod[t].sqrt()[:, None, None, None]
+    s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
+    noisy = a * x0 + s * noise
+    target = a * noise - s * x0
+
+    # 3. Predict v and weight object pixels up
+    text, text_mask = model.encode_prompts(batch.prompts)
+    pred = model(noisy, t, model.to_channels(given), given_mask, text, text_mask)
+    objects = batch.objects.to(device)[:, :, None].expand(-1, -1, 3, -1, -1)
+    weight = 1.0 + train.object_weight * model.to_channels(objects)
+    return (weight * (pred - target) ** 2).sum() / weight.sum()
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+class Trainer:
+    """Owns the model, its EMA, the optimizer and the checkpoint directory."""
+
+    def __init__(
+        self,
+        out: Path,
+        train: TrainConfig,
+        model_config: ModelConfig | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.out, self.train_config, self.device = out, train, torch.device(device)
+        self.model = initial_model(model_config, seed=train.seed).to(self.device).train()
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
+        )
+        self.alphas = self.model.make_scheduler().alphas_cumprod.to(self.device)
+        self.step, self.seconds, self.losses = 0, 0.0, []  # losses: (step, loss)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def resume(self) -> bool:
+        """Load the checkpoint in `out` if there is one; True if resumed."""
+        if not self.checkpoint_path.is_file():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.seconds, self.losses = state["step"], state["seconds"], state["losses"]
+        return True
+
+    def train_step(self) -> float:
+        """One optimizer step on batch number `self.step`; returns its loss."""
+        train = self.train_config
+        rng = np.random.default_rng([train.seed, self.step])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        batch = make_batch(rng, train.batch_size, self.model.config, train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, train)
+        loss = training_loss(self.model, batch, self.alphas, generator, train)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        self.optimizer.step()
+        decay = min(train.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        self.step += 1
+        return float(loss.detach())
+
+    def metadata(self) -> dict[str, Any]:
+        recent = [loss for _, loss in self.losses[-100:]]
+        return {
+            "steps": self.step,
+            "train_seconds": round(self.seconds, 1),
+            "hardware": _hardware(self.device),
+            "final_loss": round(float(np.mean(recent)), 5) if recent else None,
+            "train_config": asdict(self.train_config),
+            "torch": torch.__version__,
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint (resumable) and the EMA model (`out/model`, float16)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "seconds": self.seconds,
+            "losses": self.losses,
+            "train_config": asdict(self.train_config),
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint_path)
+        meta = self.metadata()
+        self.ema.save(self.out / "model", metadata={"training": json.dumps(meta)})
+        (self.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (self.out / "losses.json").write_text(json.dumps(self.losses) + "\n")
+
+    def run(
+        self, *, checkpoint_every: int = 100, log_every: int = 10, max_seconds: float = 0
+    ) -> None:
+        """Train until `steps` (or `max_seconds` of training time, if > 0), checkpointing."""
+        started_at = time.perf_counter() - self.seconds
+        while self.step < self.train_config.steps:
+            loss = self.train_step()
+            self.seconds = time.perf_counter() - started_at
+            self.losses.append((self.step, round(loss, 5)))
+            if self.step % log_every == 0:
+                recent = np.mean([v for _, v in self.losses[-log_every:]])
+                lr = learning_rate(self.step, self.train_config)
+                print(
+                    f"step {self.step} loss {recent:.4f} lr {lr:.2e}"
+                    f" {self.seconds:.0f}s ({self.seconds / max(1, self.step):.2f} s/step)",
+                    flush=True,
+                )
+            if self.step % checkpoint_every == 0:
+                self.save()
+            if max_seconds and self.seconds >= max_seconds:
+                print(f"stopping at the time limit ({max_seconds:.0f} s)", flush=True)
+                break
+        self.save()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint/output directory")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--warmup", type=int, default=TrainConfig.warmup_steps)
+    parser.add_argument("--ema", type=float, default=TrainConfig.ema_decay)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps")
+    parser.add_argument("--max-minutes", type=float, default=0, help="stop after (0: never)")
+    parser.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+    parser.add_argument(
+        "--model-config", type=Path, help="config.json to build the model from (default: shipped)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_config = None
+    if args.model_config is not None:
+        model_config = ModelConfig(**json.loads(args.model_config.read_text()))
+    train = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup,
+        ema_decay=args.ema,
+        seed=args.seed,
+    )
+    trainer = Trainer(args.out, train, model_config, args.device)
+    if args.resume and trainer.resume():
+        print(f"resumed at step {trainer.step}", flush=True)
+    trainer.run(checkpoint_every=args.checkpoint_every, max_seconds=args.max_minutes * 60)
+    print(json.dumps(trainer.metadata()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
