@@ -15,13 +15,17 @@ far are kept and the status is 0).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .client import TRANSPORTS, EventStream, RetryPolicy, StreamClient
 from .errors import ClientError, IncompleteVideo, JobFailed, RequestRejected
-from .events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent
+from .events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent, StreamEvent
 from .mp4 import SegmentWriter
 from .request import GenerateRequest, parse_size, read_file
 
@@ -131,46 +135,94 @@ def _request(args: argparse.Namespace) -> GenerateRequest | None:
 
 def _run(stream: EventStream, args: argparse.Namespace) -> int:
     """Consume `stream`, save it, print a summary; returns the exit status."""
-    from tqdm import tqdm
-
-    bar = tqdm(unit="segment", disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+    progress = _Progress(enabled=not args.quiet)
     writer: SegmentWriter | None = None
-    unbounded = bool(args.unbounded)
+    stopped = False
     try:
         try:
             for event in stream:
-                if isinstance(event, StartEvent):
-                    writer = writer or _writer(args, event.job_id)
-                    bar.total = event.total_segments
-                    bar.set_description(f"job {event.job_id}")
-                    bar.refresh()
+                if isinstance(event, StartEvent) and writer is None:
+                    writer = _writer(args, event.job_id)
                 if writer is None:
-                    raise IncompleteVideo("the first event was not `start`")
-                writer.add(event)
-                if isinstance(event, ProgressEvent):
-                    bar.set_postfix_str(
-                        f"segment {event.segment_index + 1} step {event.step}/{event.total_steps}"
-                    )
-                elif isinstance(event, SegmentEvent):
-                    bar.update(1)
+                    raise IncompleteVideo("the stream did not begin with a `start` event")
+                with _deferred_interrupt():  # never leave a segment half-written
+                    writer.add(event)
+                progress.show(event)
         except KeyboardInterrupt:
             stream.close()
-            bar.close()
-            if not (unbounded and writer is not None and writer.recording.segments):
-                if writer is not None:
-                    writer.abort()
-                print(f"{PROG}: interrupted", file=sys.stderr)
-                return 130
-        bar.close()
-        assert writer is not None  # the loop ends only after `complete`
-        path = writer.finish(require_complete=not unbounded)
+            stopped = True
+        finally:
+            progress.close()
+        if stopped and not (args.unbounded and writer is not None and writer.recording.segments):
+            if writer is not None:
+                writer.abort()
+            print(f"{PROG}: interrupted{_still_running(stream, args)}", file=sys.stderr)
+            return 130
+        assert writer is not None  # without a stop, the loop ends only after `complete`
+        path = writer.finish(require_complete=not stopped)
     except ClientError as exc:
-        bar.close()
         if writer is not None:
             writer.abort()
         return _fail(exc, stream)
     _summary(writer, path, stream)
     return 0
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block and raise it once the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt
+
+
+class _Progress:
+    """A tqdm bar on stderr, over segments, made when the job's size is known."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def show(self, event: StreamEvent) -> None:
+        if not self.enabled:
+            return
+        if isinstance(event, StartEvent):
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=event.total_segments,
+                unit="segment",
+                desc=f"job {event.job_id}",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        elif self.bar is None:
+            return
+        elif isinstance(event, ProgressEvent):
+            step = f"segment {event.segment_index + 1} step {event.step}/{event.total_steps}"
+            self.bar.set_postfix_str(step)
+        elif isinstance(event, SegmentEvent):
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _still_running(stream: EventStream, args: argparse.Namespace) -> str:
+    """A hint when the job outlives this client (it was queued, not request-scoped)."""
+    if stream.job_id and (args.detach or args.job):
+        return f"; job {stream.job_id} keeps running: re-attach with --job {stream.job_id}"
+    return ""
 
 
 def _writer(args: argparse.Namespace, job_id: str) -> SegmentWriter:

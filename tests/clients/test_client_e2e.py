@@ -4,8 +4,10 @@ transport, the CLI, resuming after a dropped connection, errors."""
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -49,14 +51,16 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def tiny_flags(request: dict) -> list[str]:
-    return [
+    flags = [
         "--size", f"{request['width']}x{request['height']}",
         "--steps", str(request["num_inference_steps"]),
-        "--num-frames", str(request["num_frames"]),
         "--segment-frames", str(request["segment_frames"]),
         "--overlap-frames", str(request["overlap_frames"]),
         "--seed", str(request["seed"]),
     ]  # fmt: skip
+    if "num_frames" in request:
+        flags += ["--num-frames", str(request["num_frames"])]
+    return flags
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +225,30 @@ def test_a_cancelled_job_raises_job_failed(server_url):
     assert failed.value.code == "cancelled" and failed.value.job_id == job_id
     assert again.value.status == 409
     assert isinstance(received[0], StartEvent)
+
+
+def test_ctrl_c_ends_an_unbounded_stream_keeping_a_playable_video(server_url, tmp_path):
+    flags = tiny_flags({k: v for k, v in TINY.items() if k != "num_frames"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clients.stream_client", "--server", server_url, "--prompt",
+         "a red ball", *flags, "--unbounded", "--quiet", "--output-dir", str(tmp_path / "segs"),
+         "--concatenate", str(tmp_path / "out.mp4")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "segs" / "fragment_0001.m4s").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no second segment within 60 s"
+            time.sleep(0.02)  # polling a deadline, not synchronising
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    segments = len(list((tmp_path / "segs").glob("fragment_*.m4s")))
+    frames = 8 + 6 * (segments - 1)
+    assert segments >= 2
+    assert f"stopped: {segments} segments, {frames} frames" in stdout
+    assert decode((tmp_path / "out.mp4").read_bytes())[:2] == (frames, (64, 64))
