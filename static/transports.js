@@ -77,7 +77,8 @@ export function openWebSocket(request, handlers) {
       const resumeFrom = Number.isInteger(reason?.resume_from) ? reason.resume_from : lastSeq + 1;
       handlers.onClosed({ code: reason?.code ?? `ws_${close.code}`, message: reason?.message || close.reason || `WebSocket closed (${close.code})`, resumeFrom });
     } else {
-      handlers.onFailure(reason ?? { code: `ws_${close.code}`, message: close.reason || `the server closed the WebSocket (${close.code})`, param: null });
+      const message = close.code === 1006 && lastSeq < 0 ? "could not open the WebSocket /ws" : `the server closed the WebSocket (${close.code})`;
+      handlers.onFailure(reason ?? { code: `ws_${close.code}`, message: close.reason || message, param: null });
     }
   };
   return {

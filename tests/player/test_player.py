@@ -14,6 +14,7 @@ from typing import Any
 
 import av
 import httpx
+import msgpack
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -164,6 +165,40 @@ def test_attach_by_job_id_plays_a_running_job_and_a_finished_one(
         assert download(late) == mp4
     finally:
         late.context.close()
+    assert page.console_errors == []
+
+
+def test_a_dropped_stream_resumes_without_gaps_or_repeats(page: Any, server_url: str) -> None:
+    """The WebSocket is cut (close 1001) right after segment 2; the page goes on from the next
+    event over GET /v1/jobs/{id}/events and ends with the same file the server wrote."""
+    cut = {"done": False}
+
+    def proxy(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_server(message: bytes | str) -> None:
+            if cut["done"]:
+                return
+            ws.send(message)
+            event = msgpack.unpackb(message) if isinstance(message, bytes) else {}
+            if event.get("type") == "segment" and event["data"]["segment_index"] == 2:
+                cut["done"] = True
+                ws.close(code=1001, reason='{"code":"test_cut","message":"cut by the test"}')
+                server.close()
+
+        server.on_message(from_server)
+        ws.on_message(server.send)
+
+    page.route_web_socket("**/ws", proxy)
+    page.goto(f"{server_url}/")
+    fill_and_start(page, "websocket", seed=21)
+    resumed = wait_for(page, "s.transport === 'events' && s.received >= 3")
+    assert cut["done"]
+    done = wait_for(page, "s.state === 'complete' && s.download !== null")
+    assert done["received"] == 8  # each segment once: a repeat would count twice
+    mp4 = download(page)
+    assert decoded_frames(mp4) == [(128, 128)] * FRAMES
+    assert mp4 == httpx.get(f"{server_url}/v1/jobs/{resumed['jobId']}/video.mp4").content
     assert page.console_errors == []
 
 
