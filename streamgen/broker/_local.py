@@ -227,7 +227,8 @@ class QueueSubscription(Subscription):
         self._opened = True
         try:
             await self._attach()
-            await self._load(self.from_seq)
+            if not self._done:  # (close() may have ended it meanwhile)
+                await self._load(self.from_seq)
         except BaseException:
             self._finish()
             raise
@@ -240,6 +241,8 @@ class QueueSubscription(Subscription):
         except BaseException:
             self._finish()
             raise
+        if self._done:
+            return  # ended (overflow, close) while reading
         events = [event for event in snap.events if event.seq >= from_seq]
         expected = from_seq
         for event in events:

@@ -274,6 +274,8 @@ class RedisBroker(Broker):
         if self._closed:
             return
         self._closed = True
+        for ready in self._ready.values():
+            ready.set()  # wakes subscriptions still opening; they see the broker closed
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.end()
@@ -437,6 +439,7 @@ class RedisBroker(Broker):
             await self._send_subscribe(job_id)
         try:
             await asyncio.wait_for(ready.wait(), self.op_timeout_s)
+            self._check_usable("subscribe")
         except TimeoutError:
             raise BrokerUnavailable(
                 f"could not subscribe to job {job_id} on Redis at {_redact(self.url)} "
@@ -512,23 +515,25 @@ class RedisBroker(Broker):
     async def _pump(self, pubsub: PubSub, *, restore: bool) -> None:
         """Read messages until the connection fails; a watchdog PINGs a silent connection."""
         watchdog = asyncio.create_task(self._watch(pubsub))
+        reading: asyncio.Future[Any] | None = None
         try:
             while True:
                 reading = asyncio.ensure_future(pubsub.get_message(timeout=None))
                 done, _ = await asyncio.wait(
                     {reading, watchdog}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if watchdog in done:
-                    reading.cancel()
+                if reading not in done:
                     watchdog.result()  # raises why the connection is considered dead
                 message = reading.result()
                 self._last_traffic_s = asyncio.get_running_loop().time()
                 if message is not None:
                     self._handle(message, restore=restore)
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watchdog
+            for task in (watchdog, reading):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _watch(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -557,9 +562,11 @@ class RedisBroker(Broker):
             self._confirmed(channel, restore=restore)
 
     def _dispatch(self, channel: str, data: bytes) -> None:
-        subs = self._subs.get(channel[len(self._channel_prefix) :])
-        if not subs or not channel.startswith(self._channel_prefix):
+        if not channel.startswith(self._channel_prefix):
             return
+        subs = self._subs.get(channel[len(self._channel_prefix) :])
+        if not subs:
+            return  # a message still in flight for a job no longer watched here
         try:
             event = Event.unpack(data)
         except Exception:
@@ -598,6 +605,8 @@ class RedisBroker(Broker):
         backoff_s = 0.05
         attempt = 0
         while True:
+            if self._closed:
+                raise BrokerClosed(f"cannot {what}: the Redis broker is closed")
             try:
                 return await call(attempt)
             except REDIS_DOWN as exc:

@@ -12,7 +12,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
 
 import pytest
@@ -169,6 +169,25 @@ class BrokerContract:
                     await sub.__aexit__(None, None, None)
                 assert len(results) == 11
                 assert all(result == events for result in results)
+
+        self.run(scenario)
+
+    def test_subscribers_joining_while_events_stream_get_exact_sequences(self) -> None:
+        async def scenario() -> None:
+            job = new_job_id()
+            events = job_events(job, 30)
+            async with self.open_broker() as broker, AsyncExitStack() as stack:
+                publisher = asyncio.create_task(publish_all(broker, events))
+                joined: list[tuple[int, asyncio.Task[list[Event]]]] = []
+                while len(joined) < 120 and not (publisher.done() and len(joined) > 3):
+                    from_seq = len(joined) % 4
+                    sub = await stack.enter_async_context(broker.subscribe(job, from_seq))
+                    joined.append((from_seq, asyncio.create_task(collect(sub))))
+                    await asyncio.sleep(0)
+                await publisher
+                for from_seq, task in joined:
+                    assert await task == events[from_seq:]
+                assert len(joined) > 3
 
         self.run(scenario)
 

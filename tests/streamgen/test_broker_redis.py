@@ -13,6 +13,7 @@ import pytest
 
 from streamgen.broker import (
     Broker,
+    BrokerClosed,
     BrokerUnavailable,
     Event,
     OutOfOrderEvent,
@@ -231,6 +232,23 @@ def test_ended_job_is_restored_by_its_publisher_after_redis_restarts_empty() -> 
 async def publish_each(broker: Broker, events: list[Event]) -> None:
     for event in events:
         await broker.publish(event)
+
+
+def test_close_ends_a_subscription_still_waiting_for_redis() -> None:
+    async def scenario(server: RedisServer) -> None:
+        broker = RedisBroker(server.url, op_timeout_s=30.0, max_backoff_s=0.2)
+        await broker.start()
+        server.kill()
+        opening = asyncio.create_task(broker.subscribe(new_job_id()).__aenter__())
+        for _ in range(5):
+            await asyncio.sleep(0)  # let it start opening (it cannot finish: Redis is down)
+        assert not opening.done()
+        await broker.close()
+        with pytest.raises(BrokerClosed):
+            await asyncio.wait_for(opening, 5.0)  # not after op_timeout_s
+
+    with running_redis() as server:
+        run(lambda: scenario(server))
 
 
 def test_backlog_keys_carry_the_ttl(redis_server: RedisServer) -> None:
