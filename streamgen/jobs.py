@@ -321,45 +321,55 @@ class JobManager:
 
     async def _run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        outbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         job.status, job.started_at = "running", time.time()
 
         def post(kind: str, data: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(outbox.put_nowait, (kind, data))
 
         publisher = asyncio.create_task(self._publish_all(job, outbox))
+        status: JobStatus = "completed"
+        error: ServiceError | None = None
         try:
             await loop.run_in_executor(self._executor, self._generate, job, post)
-            outbox.put_nowait(("complete", self._complete_data(job)))
-            job.status = "completed"
         except GenerationCancelled:
-            job.error = cancel_error(job.cancel_code, job.cancel_message)
-            job.status = "cancelled"
+            status, error = "cancelled", cancel_error(job.cancel_code, job.cancel_message)
+            if job.cancel_code == "broker_error":
+                status = "failed"
         except PipelineError as exc:
-            job.error = from_pipeline_error(exc)
-            job.status = "failed"
+            status, error = "failed", from_pipeline_error(exc)
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            job.error = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
-            job.status = "failed"
-        if job.error is not None:
-            outbox.put_nowait(("error", _error_data(job.error)))
-        job.finished_at = time.time()
+            status = "failed"
+            error = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
+        # After every event the threads posted (call_soon_threadsafe keeps their order).
+        outbox.put_nowait(("end", (status, error)))
         await publisher
 
     async def _publish_all(self, job: Job, outbox: asyncio.Queue[tuple[str, Any]]) -> None:
         while True:
             kind, data = await outbox.get()
+            if kind == "end":
+                await self._end(job, *data)
+                return
             try:
-                if kind in ("complete", "error"):
-                    await self._terminal(job, kind, data)
-                    return
                 await self._emit(job, kind, data)
             except BrokerError as exc:
                 log.error("job %s: cannot publish %s: %s", job.id, kind, exc)
-                if kind in ("complete", "error"):
-                    return
                 self._cancel_running(job, "broker_error", f"the broker failed: {exc}")
+
+    async def _end(self, job: Job, status: JobStatus, error: ServiceError | None) -> None:
+        """Record the outcome, then publish the terminal event (state first, so whoever
+        sees the event sees the final state)."""
+        job.status, job.error, job.finished_at = status, error, time.time()
+        if error is None:
+            kind, data = "complete", self._complete_data(job)
+        else:
+            kind, data = "error", _error_data(error)
+        try:
+            await self._terminal(job, kind, data)
+        except BrokerError as exc:
+            log.error("job %s: cannot publish its %s event: %s", job.id, kind, exc)
 
     def _generate(self, job: Job, post: Post) -> None:
         """Runs on a worker thread: generate, encode, write the file and post events."""

@@ -237,8 +237,8 @@ def video_params(request: VideoCreateRequest) -> GenerationParams:
             raise InvalidParameter(
                 f"seconds must be a number, got {request.seconds!r}", param="seconds"
             ) from exc
-    return GenerationParams(
-        prompt=request.prompt, model=request.model, seconds=seconds, size=request.size
+    return GenerationParams.model_validate(
+        {"prompt": request.prompt, "model": request.model, "seconds": seconds, "size": request.size}
     )
 
 
@@ -269,7 +269,7 @@ def decode_video(text: str, param: str = "extend_video") -> np.ndarray:
 
     data = decode_base64(text, param)
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
         raise InvalidParameter(f"{param} is not a readable video: {exc}", param=param) from exc

@@ -9,6 +9,7 @@ the connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -36,6 +37,7 @@ def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> C
     config.websocket_max_message_size = settings.max_body_bytes
     config.h11_max_incomplete_size = 64 * 1024
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # our logging config, once
     return config
 
 

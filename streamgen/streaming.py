@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -97,7 +97,7 @@ class Follower:
     ) -> None:
         await self.aclose()
 
-    async def items(self, heartbeat_s: float | None = None) -> AsyncIterator[Item]:
+    async def items(self, heartbeat_s: float | None = None) -> AsyncGenerator[Item, None]:
         """Events until the terminal one; None every `heartbeat_s` idle seconds; a final
         `SlowConsumer` if this subscriber was cut off."""
         assert self._subscription is not None, "open() first"
@@ -128,7 +128,7 @@ class Follower:
 
 async def _with_heartbeats(
     events: AsyncIterator[Event], interval_s: float | None
-) -> AsyncIterator[Event | None]:
+) -> AsyncGenerator[Event | None, None]:
     """`events`, with None whenever `interval_s` seconds pass without one.
 
     The pending ``__anext__`` is kept across ticks, never cancelled mid-event.
@@ -182,7 +182,7 @@ class StreamBody:
 
     async def _generate(
         self, render: Render, preamble: bytes, heartbeat_s: float | None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         if preamble:
             yield preamble
         items = self.follower.items(heartbeat_s)
