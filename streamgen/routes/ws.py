@@ -16,7 +16,7 @@ import logging
 from quart import Blueprint, websocket
 
 from streamgen.broker.base import Event
-from streamgen.errors import Conflict, ServiceError, SlowConsumer
+from streamgen.errors import BacklogGone, Conflict, ServiceError, SlowConsumer
 from streamgen.jobs import Job
 from streamgen.protocol import GenerationParams, parse
 from streamgen.service import Service, current_service
@@ -36,7 +36,8 @@ async def stream() -> None:
         service = current_service()
         follower = await _start(service, framing.parse_command(await websocket.receive()))
     except ServiceError as exc:
-        await websocket.close(exc.close_code, framing.close_reason(exc))
+        extra = {"resume_from": exc.resume_from} if isinstance(exc, BacklogGone) else {}
+        await websocket.close(exc.close_code, framing.close_reason(exc, **extra))
         return
     try:
         listener = asyncio.create_task(_listen(service, follower.job))
