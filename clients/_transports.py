@@ -28,6 +28,7 @@ RETRY_HTTP_STATUS = frozenset({502, 503, 504})
 # 1000 before the final event, 1001 going away, 1006 no close frame (network), 1012 restart,
 # 4408 slow consumer (resume from the last event received).
 RESUMABLE_CLOSE_CODES = frozenset({1000, 1001, 1006, 1012, 4408})
+Framing = Literal["sse", "ndjson"]
 SSE_EVENT_NAMES = frozenset({"start", "progress", "segment", "complete", "error"})
 # A segment travels as one message; this bounds what one message may allocate (bytes).
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -56,13 +57,14 @@ class HTTPConnection:
         path: str,
         body: Mapping[str, Any] | None,
         headers: Mapping[str, str],
-        framing: Literal["sse", "ndjson"],
+        framing: Framing,
+        timeout: httpx.Timeout,
         *,
         resuming: bool,
     ) -> None:
         self.framing = framing
         self.retry_ms: int | None = None  # the server's SSE `retry:` (ms)
-        request = http.build_request(method, path, json=body, headers=headers)
+        request = http.build_request(method, path, json=body, headers=headers, timeout=timeout)
         where = f"{method} {request.url}"
         try:
             self.response = http.send(request, stream=True)
@@ -140,7 +142,7 @@ class WebSocketConnection:
     ) -> None:
         self.retry_ms: int | None = None
         self.job_id: str | None = None
-        self.read_s = timeouts.read_s
+        self.read_s = timeouts.quiet_read_s  # liveness: websockets pings every 20 s
         self._exit = contextlib.ExitStack()
         try:
             # Entered as a context manager, as websockets >= 17.1 asks; `close` exits it.

@@ -6,7 +6,8 @@
 the job's final event, a read timeout, a ``slow_consumer`` cut-off, or the server going away
 — the stream reconnects and resumes right after the last event it received:
 
-- SSE and NDJSON: ``GET /v1/jobs/{id}/events`` with ``Last-Event-ID: <last seq>`` (SSE);
+- SSE and NDJSON: ``GET /v1/jobs/{id}/events?format=sse|ndjson`` with
+  ``Last-Event-ID: <last seq>``;
 - WebSocket: a new ``/ws`` connection sending ``{"subscribe": id, "from_seq": last + 1}``.
 
 Events are checked in order by ``seq``: one already received (a replay) is skipped, a gap is
@@ -17,11 +18,13 @@ after ``max_retries`` failures in a row. A job that ends with an ``error`` event
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -33,6 +36,7 @@ from .request import GenerateRequest
 
 Transport = Literal["sse", "ndjson", "ws"]
 TRANSPORTS: tuple[Transport, ...] = ("sse", "ndjson", "ws")
+_ACCEPT = {"sse": "text/event-stream", "ndjson": "application/x-ndjson"}
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,17 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Network timeouts (seconds). `read_s` is the longest silence tolerated on an open
-    stream; the server sends an SSE keep-alive about every 15 s and progress events per step."""
+    """Network timeouts (seconds).
+
+    `read_s` is the longest silence tolerated on an SSE stream, where the server sends a
+    keep-alive about every 15 s. NDJSON and WebSocket have no keep-alive events (a queued job
+    is silent until it starts), so they wait `quiet_read_s` (None: as long as it takes); a
+    dead peer is still found by TCP keep-alive probes (about 60 s) or WebSocket pings (20 s).
+    """
 
     connect_s: float = 10.0
     read_s: float = 60.0
+    quiet_read_s: float | None = None
     write_s: float = 30.0
 
 
@@ -103,6 +113,7 @@ class StreamClient:
             timeout=httpx.Timeout(
                 connect=t.connect_s, read=t.read_s, write=t.write_s, pool=t.connect_s
             ),
+            transport=httpx.HTTPTransport(socket_options=_tcp_keepalive()),
         )
 
     def generate(
@@ -139,7 +150,7 @@ class StreamClient:
         with an ``error`` event (code ``cancelled``), which `EventStream` raises as
         `JobFailed`. A finished job is a `RequestRejected` with status 409."""
         try:
-            response = self.http.delete(f"/v1/jobs/{job_id}")
+            response = self.http.delete(f"/v1/jobs/{quote(job_id, safe='')}")
         except httpx.TransportError as exc:
             raise StreamInterrupted(
                 f"DELETE /v1/jobs/{job_id} failed: {exc!r}", job_id=job_id, last_seq=-1
@@ -185,37 +196,22 @@ class StreamClient:
             return _transports.WebSocketConnection(
                 url, message, self.timeouts, self.headers, resuming=resuming
             )
-        if resuming:
-            headers = {"Accept": "text/event-stream"}
-            if stream.last_seq >= 0:
-                headers["Last-Event-ID"] = str(stream.last_seq)
+        framing: _transports.Framing = "ndjson" if stream.transport == "ndjson" else "sse"
+        headers = {"Accept": _ACCEPT[framing]}
+        t = self.timeouts
+        read_s = t.quiet_read_s if framing == "ndjson" else t.read_s
+        timeout = httpx.Timeout(connect=t.connect_s, read=read_s, write=t.write_s, pool=t.connect_s)
+        if not resuming:
+            path = "/generate-stream-chunked" if framing == "ndjson" else "/generate-stream"
             return _transports.HTTPConnection(
-                self.http,
-                "GET",
-                f"/v1/jobs/{stream.job_id}/events",
-                None,
-                headers,
-                "sse",
-                resuming=True,
+                self.http, "POST", path, stream.body, headers, framing, timeout, resuming=False
             )
-        if stream.transport == "ndjson":
-            return _transports.HTTPConnection(
-                self.http,
-                "POST",
-                "/generate-stream-chunked",
-                stream.body,
-                {"Accept": "application/x-ndjson"},
-                "ndjson",
-                resuming=False,
-            )
+        # Both framings resume on the job's events; `format` picks NDJSON or SSE.
+        if stream.last_seq >= 0:
+            headers["Last-Event-ID"] = str(stream.last_seq)
+        path = f"/v1/jobs/{quote(stream.job_id or '', safe='')}/events?format={framing}"
         return _transports.HTTPConnection(
-            self.http,
-            "POST",
-            "/generate-stream",
-            stream.body,
-            {"Accept": "text/event-stream"},
-            "sse",
-            resuming=False,
+            self.http, "GET", path, None, headers, framing, timeout, resuming=True
         )
 
 
@@ -347,6 +343,16 @@ class EventStream(Iterator[StreamEvent]):
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close(abort=abort)
+
+
+def _tcp_keepalive() -> list[tuple[int, int, int]]:
+    """Socket options that make the kernel probe an idle connection, so a peer that vanished
+    without closing is found (Linux: after about 30 + 3 x 10 s)."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
 
 
 def _check_transport(transport: str) -> None:
