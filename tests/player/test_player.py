@@ -169,8 +169,12 @@ def test_attach_by_job_id_plays_a_running_job_and_a_finished_one(
 
 
 def test_a_dropped_stream_resumes_without_gaps_or_repeats(page: Any, server_url: str) -> None:
-    """The WebSocket is cut (close 1001) right after segment 2; the page goes on from the next
-    event over GET /v1/jobs/{id}/events and ends with the same file the server wrote."""
+    """The page's WebSocket is cut (close 1001) right after segment 2; the page goes on from
+    the next event over GET /v1/jobs/{id}/events and ends with the same file the server wrote.
+
+    Only the page's side is closed: the proxy keeps the server's side open (and drops what
+    comes), as a half-dead connection would. Closing it would make the server cancel this
+    request-scoped job at once, which is the server's rule, not the page's."""
     cut = {"done": False}
 
     def proxy(ws: Any) -> None:
@@ -184,7 +188,6 @@ def test_a_dropped_stream_resumes_without_gaps_or_repeats(page: Any, server_url:
             if event.get("type") == "segment" and event["data"]["segment_index"] == 2:
                 cut["done"] = True
                 ws.close(code=1001, reason='{"code":"test_cut","message":"cut by the test"}')
-                server.close()
 
         server.on_message(from_server)
         ws.on_message(server.send)
@@ -219,6 +222,25 @@ def test_cancel_stops_an_unbounded_job_and_keeps_what_arrived(page: Any, server_
     mp4 = download(page)
     assert len(decoded_frames(mp4)) == job["frames_done"]
     assert page.is_disabled("#cancel")
+    assert page.console_errors == []
+
+
+def test_stop_closes_only_the_stream(page: Any, server_url: str) -> None:
+    created = httpx.post(f"{server_url}/v1/jobs", json={"prompt": "a river", **JOB, "seconds": None,
+                                                        "unbounded": True})  # fmt: skip
+    assert created.status_code == 202, created.text
+    job_url = f"{server_url}/v1/jobs/{created.json()['id']}"
+    try:
+        page.goto(f"{server_url}/?job={created.json()['id']}")
+        wait_for(page, "s.received >= 1")
+        page.click("#stop")
+        stopped = wait_for(page, "s.state === 'stopped' && s.download !== null")
+        assert "partial" in stopped["download"]
+        assert page.evaluate("window.streamgenPlayer.mse.mediaSource.readyState") == "ended"
+        # A job queued with POST /v1/jobs does not depend on its viewers.
+        assert httpx.get(job_url).json()["status"] == "running"
+    finally:
+        httpx.delete(job_url)  # an unbounded job would hold the worker forever
     assert page.console_errors == []
 
 
