@@ -21,6 +21,7 @@ from streamgen.broker.base import (
     Subscription,
 )
 from streamgen.broker.memory import MemoryBroker
+from streamgen.broker.redis import RedisBroker, RedisBrokerStats
 
 __all__ = [
     "TERMINAL_TYPES",
@@ -32,6 +33,8 @@ __all__ = [
     "Event",
     "MemoryBroker",
     "OutOfOrderEvent",
+    "RedisBroker",
+    "RedisBrokerStats",
     "SubscriberOverflow",
     "Subscription",
     "make_broker",
@@ -49,8 +52,6 @@ def make_broker(url: str, **options: Any) -> Broker:
     if url == "memory":
         return MemoryBroker(**options)
     if url.startswith(REDIS_SCHEMES):
-        from streamgen.broker.redis import RedisBroker
-
         return RedisBroker(url, **options)
     raise ValueError(
         f"url must be 'memory' or a Redis URL starting with one of {REDIS_SCHEMES}, got {url!r}"

@@ -153,8 +153,9 @@ class RedisBrokerStats:
     `bytes_published`: packed event bytes this broker sent to Redis (each event once).
     `messages_received` / `bytes_received`: pub/sub messages (and their bytes) Redis sent to
     this broker's one pub/sub connection, however many local subscribers share them.
-    `reconnects`: pub/sub reconnections; `restores`: backlogs this publisher wrote back after
-    Redis lost them; `retries`: commands retried because Redis was unreachable.
+    `reconnects`: drops of the established pub/sub connection (each followed by reconnecting);
+    `restores`: backlogs this publisher wrote back after Redis lost them; `retries`: commands
+    retried because Redis was unreachable.
     """
 
     events_published: int
@@ -493,22 +494,23 @@ class RedisBroker(Broker):
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN as exc:
-                logger.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
+                log = logger.warning if self._connected.is_set() else logger.debug
+                log("Redis pub/sub connection lost or refused (%s); reconnecting", exc)
             except Exception:
                 logger.exception("Redis broker reader failed; reconnecting")
             finally:
                 async with self._send_lock:
                     self._pubsub = None
-                    if self._connected.is_set():
+                    if self._connected.is_set():  # an established connection dropped
                         connected_before = True
                         backoff_s = 0.05
+                        self._counters["reconnects"] += 1
                     self._connected.clear()
                     for ready in self._ready.values():
                         ready.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             if not self._closed:
-                self._counters["reconnects"] += 1
                 await asyncio.sleep(backoff_s)  # backoff before reconnecting, not a sync wait
                 backoff_s = min(backoff_s * 2, self.max_backoff_s)
 

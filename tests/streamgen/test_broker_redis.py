@@ -17,10 +17,10 @@ from streamgen.broker import (
     BrokerUnavailable,
     Event,
     OutOfOrderEvent,
+    RedisBroker,
     Subscription,
     make_broker,
 )
-from streamgen.broker.redis import RedisBroker
 from tests.redis_server import RedisServer, free_port, running_redis
 
 from .broker_contract import BrokerContract, job_events, new_job_id
