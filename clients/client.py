@@ -253,7 +253,8 @@ class EventStream(Iterator[StreamEvent]):
         self._drop_requested = True
 
     def close(self) -> None:
-        """Stop streaming and close the connection (the job itself keeps running)."""
+        """Stop streaming and close the connection. A queued job keeps running; the server
+        cancels a request-scoped one (`generate`) when its last client leaves."""
         self._events.close()
 
     def __enter__(self) -> EventStream:
@@ -268,9 +269,8 @@ class EventStream(Iterator[StreamEvent]):
         self.close()
 
     def _run(self) -> Generator[StreamEvent, None, None]:
-        policy = self.client.retry
-        failures = 0
-        retry_ms: int | None = None
+        failures = 0  # failed connections in a row
+        retry_ms: int | None = None  # the server's SSE `retry:` (ms)
         try:
             while True:
                 try:
@@ -278,65 +278,72 @@ class EventStream(Iterator[StreamEvent]):
                     self.job_id = self.job_id or getattr(self._connection, "job_id", None)
                     for event in self._connection.events():
                         failures = 0
-                        if isinstance(event, ErrorEvent) and event.resume_from is not None:
-                            raise Dropped(f"the server cut this subscriber off: {event.message}")
-                        if not self._accept(event):
-                            continue
-                        if isinstance(event, ErrorEvent):
-                            raise JobFailed(
-                                event.code, event.message, event.param, job_id=self.job_id or ""
-                            )
-                        yield event
-                        if isinstance(event, TERMINAL):
-                            return
-                        if self._drop_requested:
-                            self._drop_requested = False
-                            raise Dropped("dropped on request", deliberate=True)
+                        if self._accept(event):
+                            yield event
+                            if isinstance(event, TERMINAL):
+                                return
+                            if self._drop_requested:
+                                self._drop_requested = False
+                                raise Dropped("dropped on request", deliberate=True)
                     raise Dropped("the stream ended before the job's final event")
                 except Dropped as exc:
                     if self._connection is not None:
                         retry_ms = self._connection.retry_ms or retry_ms
                     self._close_connection(abort=True)
-                    if self.job_id is None and not exc.request_not_sent:
-                        raise StreamInterrupted(
-                            f"connection lost before the server named the job: {exc}",
-                            job_id="",
-                            last_seq=self.last_seq,
-                        ) from exc
-                    if not exc.deliberate:
-                        if failures >= policy.max_retries:
-                            raise StreamInterrupted(
-                                f"gave up after {_attempts(failures + 1)} in a row: {exc}",
-                                job_id=self.job_id or "",
-                                last_seq=self.last_seq,
-                            ) from exc
-                        time.sleep(policy.delay_s(failures, retry_ms))
-                        failures += 1
-                    if self.job_id is not None:
-                        self.reconnects += 1
+                    failures = self._before_retry(exc, failures, retry_ms)
         finally:
             self._close_connection()
 
+    def _before_retry(self, exc: Dropped, failures: int, retry_ms: int | None) -> int:
+        """Back off before reconnecting after `exc`, or raise `StreamInterrupted`; returns
+        the new count of failures in a row."""
+        if self.job_id is None and not exc.request_not_sent:
+            # The request may have started a job we cannot name: sending it again could
+            # start a second one.
+            raise StreamInterrupted(
+                f"connection lost before the server named the job: {exc}",
+                job_id="",
+                last_seq=self.last_seq,
+            ) from exc
+        if not exc.deliberate:
+            policy = self.client.retry
+            if failures >= policy.max_retries:
+                raise StreamInterrupted(
+                    f"gave up after {_attempts(failures + 1)} in a row: {exc}",
+                    job_id=self.job_id or "",
+                    last_seq=self.last_seq,
+                ) from exc
+            time.sleep(policy.delay_s(failures, retry_ms))
+            failures += 1
+        if self.job_id is not None:
+            self.reconnects += 1
+        return failures
+
     def _accept(self, event: StreamEvent) -> bool:
-        """Track `seq` and the job id; False for an event already received."""
+        """Track `seq` and the job id; False for an event already received. Raises `Dropped`
+        for a slow-consumer cut-off and `JobFailed` for the job's `error` event."""
+        if isinstance(event, ErrorEvent) and event.resume_from is not None:
+            raise Dropped(f"the server cut this subscriber off: {event.message}")
         if event.job_id:
             if self.job_id is None:
                 self.job_id = event.job_id
             elif event.job_id != self.job_id:
                 raise ProtocolError(f"got an event of job {event.job_id} on job {self.job_id}")
-        if event.seq is None:  # an error that is not part of the log
-            return True
-        if event.seq <= self.last_seq:
-            # A server may send the `start` event (the init segment) ahead of a resumed log.
-            first_start = isinstance(event, StartEvent) and not self._start_seen
-            self._start_seen = self._start_seen or first_start
-            return first_start
-        if event.seq != self.last_seq + 1:
-            raise ProtocolError(
-                f"events {self.last_seq + 1}..{event.seq - 1} of job {self.job_id} are missing"
-            )
-        self.last_seq = event.seq
+        if event.seq is not None:  # only a transport's own error may come without one
+            if event.seq <= self.last_seq:
+                # A server may send the `start` event (the init segment) ahead of a resumed
+                # log: pass it on once.
+                first_start = isinstance(event, StartEvent) and not self._start_seen
+                self._start_seen = self._start_seen or first_start
+                return first_start
+            if event.seq != self.last_seq + 1:
+                raise ProtocolError(
+                    f"events {self.last_seq + 1}..{event.seq - 1} of job {self.job_id} are missing"
+                )
+            self.last_seq = event.seq
         self._start_seen = self._start_seen or isinstance(event, StartEvent)
+        if isinstance(event, ErrorEvent):
+            raise JobFailed(event.code, event.message, event.param, job_id=self.job_id or "")
         return True
 
     def _close_connection(self, *, abort: bool = False) -> None:
