@@ -129,7 +129,6 @@ class PlayerPage {
     this.keptBytes = 0;
     this.droppedForDownload = false;
     this.totalSegments = null;
-    this.fps = null;
     this.timeline.reset(null);
     this.showError(null);
     this.setProgress(0, "");
@@ -176,7 +175,7 @@ class PlayerPage {
     this.stream = open(request, this.handlers());
   }
 
-  async attach(jobId) {
+  attach(jobId) {
     this.reset();
     this.jobId = jobId;
     this.root.dataset.jobId = jobId;
@@ -222,7 +221,6 @@ class PlayerPage {
     this.init = d.init_segment;
     this.mse.append(d.init_segment);
     this.totalSegments = d.total_segments ?? null;
-    this.fps = d.fps;
     this.root.dataset.totalSegments = this.totalSegments == null ? "" : String(this.totalSegments);
     this.timeline.reset(this.totalSegments);
     const length = d.total_frames != null ? `${d.total_frames} frames` : "unbounded";
