@@ -238,6 +238,11 @@ class QueueSubscription(Subscription):
         `through_seq` when a live event showed that much exists)."""
         try:
             snap = await self._snapshot(from_seq)
+        except asyncio.CancelledError:
+            # The caller gave up waiting (e.g. a timeout around __anext__): read again on the
+            # next call instead of ending the subscription.
+            self._live.appendleft(_RESYNC)
+            raise
         except BaseException:
             self._finish()
             raise

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from streamgen.broker import Broker, MemoryBroker, make_broker
+from streamgen.broker import Broker, Event, MemoryBroker, make_broker
+from streamgen.broker._local import JobLog, QueueSubscription, Snapshot
 
 from .broker_contract import BrokerContract, job_events, new_job_id
 
@@ -68,3 +69,51 @@ def test_make_broker_picks_the_broker_by_url() -> None:
     assert isinstance(broker, MemoryBroker) and broker.backlog_ttl_s == 5.0
     with pytest.raises(ValueError, match="url"):
         make_broker("kafka://x")
+
+
+class GatedSubscription(QueueSubscription):
+    """A subscription over a `JobLog` whose backlog reads wait until `gate` is set (the
+    await a Redis read has), to test cancellation at that point."""
+
+    def __init__(self, log: JobLog) -> None:
+        super().__init__(log.job_id, 0, 16)
+        self.log = log
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def _attach(self) -> None:
+        return None
+
+    def _detach(self) -> None:
+        return None
+
+    async def _snapshot(self, from_seq: int) -> Snapshot:
+        await self.gate.wait()
+        return self.log.snapshot(from_seq)
+
+
+def test_a_cancelled_backlog_read_is_retried_not_the_end_of_the_subscription() -> None:
+    async def scenario() -> None:
+        job = new_job_id()
+        events = job_events(job, 3)
+        log = JobLog(job, 1 << 20)
+        for event in events[:4]:
+            log.append(event, len(event.pack()), 0.0)
+        async with GatedSubscription(log) as sub:
+            assert [await anext(sub) for _ in range(4)] == events[:4]
+            sub.gate.clear()
+            sub.resync()  # as after a reconnect: the next call reads the backlog
+            waiting = asyncio.ensure_future(anext(sub))
+            for _ in range(3):
+                await asyncio.sleep(0)  # let it run into the closed gate
+            assert not waiting.done()  # blocked in the backlog read
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            for event in events[4:]:
+                log.append(event, len(event.pack()), 0.0)
+            sub.gate.set()
+            got: list[Event] = [event async for event in sub]
+        assert got == events[4:]
+
+    asyncio.run(scenario())
