@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.server.startswith(("http://", "https://")):
+        parser.error(f"--server must start with http:// or https://, got {args.server!r}")
     try:
         request = _request(args)
     except (ValueError, OSError) as exc:

@@ -113,3 +113,10 @@ def test_cli_reports_an_unreachable_server(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 1
     assert "streamgen-client: gave up after 1 failed attempt in a row: cannot connect" in err
+
+
+def test_cli_refuses_a_server_url_without_scheme(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--prompt", "p", "--server", "localhost:8000"])
+    assert exit_.value.code == 2
+    assert "--server must start with http:// or https://" in capsys.readouterr().err
