@@ -20,6 +20,7 @@ from .broker.base import BacklogTrimmed, BrokerError, Event, SubscriberOverflow,
 from .errors import BacklogGone, ServiceUnavailable, SlowConsumer
 from .jobs import Job, JobManager
 
+_TRIM_RETRIES = 3
 Item = Event | SlowConsumer | None
 """What a follower yields: an event, the final cut-off, or None for a heartbeat tick."""
 
@@ -66,25 +67,47 @@ class Follower:
         self.cut_off = False
         self._leased = holds_lease
         self._subscription: Subscription | None = None
+        self._prefix: list[Event] = []  # `start`, when a late joiner skips trimmed events
 
     async def open(self) -> Follower:
-        """Subscribe (backlog first); raises `BacklogGone` (410) when it rolled out."""
+        """Subscribe (backlog first). A late joiner (from seq 0) of a job whose early events
+        rolled out of the backlog gets `start` and then the oldest stored event on; a resume
+        from a seq no longer stored raises `BacklogGone` (410)."""
         if not self._leased:
             self.manager.acquire(self.job)
             self._leased = True
-        subscription = self.manager.broker.subscribe(
-            self.job.id, self.from_seq, max_pending=self.max_pending
-        )
         try:
-            await subscription.__aenter__()
-        except BacklogTrimmed as exc:
+            self._subscription = await self._subscribe()
+        except BaseException:
             self.release()
-            raise BacklogGone(str(exc), resume_from=exc.first_seq) from exc
-        except BrokerError as exc:
-            self.release()
-            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
-        self._subscription = subscription
+            raise
         return self
+
+    async def _subscribe(self) -> Subscription:
+        broker, job_id = self.manager.broker, self.job.id
+        from_seq = self.from_seq
+        try:
+            if self.job.finished and await broker.start_event(job_id) is None:
+                raise BacklogGone(
+                    f"the events of job {job_id} expired from the backlog",
+                    resume_from=self.job.next_seq,
+                )
+            for _ in range(_TRIM_RETRIES):
+                subscription = broker.subscribe(job_id, from_seq, max_pending=self.max_pending)
+                try:
+                    await subscription.__aenter__()
+                    return subscription
+                except BacklogTrimmed as exc:
+                    start = await broker.start_event(job_id) if self.from_seq == 0 else None
+                    if start is None:
+                        raise BacklogGone(str(exc), resume_from=exc.first_seq) from exc
+                    self._prefix, from_seq = [start], exc.first_seq
+            raise BacklogGone(
+                f"the backlog of job {job_id} rolls over faster than it can be read",
+                resume_from=from_seq,
+            )
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
 
     async def __aenter__(self) -> Follower:
         return await self.open()
@@ -102,6 +125,8 @@ class Follower:
         `SlowConsumer` if this subscriber was cut off."""
         assert self._subscription is not None, "open() first"
         events = _with_heartbeats(aiter(self._subscription), heartbeat_s)
+        for event in self._prefix:
+            yield event
         try:
             async for item in events:
                 yield item

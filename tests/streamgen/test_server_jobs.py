@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamgen.transports.sse import SSEParser
 from streamgen.transports.ws import unpack_message
-from tests.server import ServerThread
+from tests.server import ServerThread, running_server
 from tests.streamgen.stream_reading import (
     SMALL,
     job_state,
@@ -98,8 +98,8 @@ def test_last_subscriber_leaving_cancels_a_request_scoped_job(
 
 
 def test_a_second_subscriber_keeps_a_request_scoped_job_alive(server_url: str) -> None:
-    async def first_events(response: httpx.Response, parser: SSEParser) -> list[dict[str, Any]]:
-        async for chunk in response.aiter_raw():
+    async def first_events(chunks: AsyncIterator[bytes], parser: SSEParser) -> list[dict[str, Any]]:
+        async for chunk in chunks:
             found = [json.loads(m.data) for m in parser.feed(chunk) if m.data]
             if found:
                 return found
@@ -109,8 +109,10 @@ def test_a_second_subscriber_keeps_a_request_scoped_job_alive(server_url: str) -
         request = {**SMALL, "num_steps": 3, "seed": 8}
         async with httpx.AsyncClient(timeout=60) as client:
             first = client.stream("POST", f"{server_url}/generate-stream", json=request)
-            response = await first.__aenter__()
-            job_id = (await first_events(response, SSEParser()))[0]["job_id"]
+            # Hold the body iterator: an abandoned one is closed when collected, and httpx
+            # then closes the connection, which would be the creator leaving too early.
+            chunks = (await first.__aenter__()).aiter_raw()
+            job_id = (await first_events(chunks, SSEParser()))[0]["job_id"]
             events = f"{server_url}/v1/jobs/{job_id}/events"
             async with client.stream("GET", events) as second:  # its headers: it holds a lease
                 await first.__aexit__(None, None, None)  # the creator leaves
@@ -336,3 +338,29 @@ def test_graceful_shutdown_finishes_or_ends_jobs_with_an_error_event() -> None:
     assert endless_events[-1]["type"] == "error"
     assert endless_events[-1]["code"] == "shutting_down"
     assert any(e["type"] == "segment" for e in endless_events)
+
+
+def test_late_joiner_of_a_trimmed_backlog_gets_start_then_the_stored_window() -> None:
+    with running_server({"max_backlog_bytes": 200_000}) as url:
+
+        async def scenario() -> tuple[list[dict[str, Any]], httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                job = (await client.post(f"{url}/v1/jobs", json=UNBOUNDED)).json()
+
+                async def rolled() -> bool:
+                    return (await job_state(client, url, job["id"]))["last_seq"] >= 30
+
+                await poll(rolled)
+                events = f"{url}/v1/jobs/{job['id']}/events"
+                late = await read_sse(client, "GET", events, stop=lambda _, e: e["seq"] > 30)
+                resume = await client.get(events, headers={"Last-Event-ID": "1"})
+                await client.delete(f"{url}/v1/jobs/{job['id']}")
+                return _events(late), resume
+
+        late, resume = asyncio.run(scenario())
+    assert late[0]["type"] == "start" and late[0]["seq"] == 0 and late[0]["init_segment_base64"]
+    assert late[1]["seq"] > 1, "the early events rolled out of the 200 kB backlog"
+    assert [e["seq"] for e in late[1:]] == list(range(late[1]["seq"], late[-1]["seq"] + 1))
+    assert resume.status_code == 410
+    error = resume.json()["error"]
+    assert error["code"] == "backlog_trimmed" and error["resume_from"] >= late[1]["seq"]

@@ -1,0 +1,255 @@
+"""What does streaming cost, and how far does one process fan out?
+
+Starts `streamgen serve` as a subprocess and, in this process, the same model bare; then
+prints side by side (medians over --repeats, bare and streamed runs alternating):
+
+- time to the first segment at an SSE client of `POST /generate-stream` / the bare
+  generator's first-segment time;
+- the streamed job's wall time (request to `complete` at the client) / the bare
+  generator's wall time (target <= 1.03);
+- SSE fan-out of one job to N subscribers (one asyncio client process, N connections to
+  `GET /v1/jobs/{id}/events`): delivery lag (client receipt - the event's server
+  publish `time`) p50/p99 for progress and segment events, and server RSS
+  (target: p99 < 100 ms at 1,000).
+
+    python bench/stream.py [--repeats 3] [--fanout 100,500,1000] [--seconds 4] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from segment_pipeline import GenerationRequest, load_generator
+from streamgen.transports.sse import SSEParser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# The server ----------------------------------------------------------------------------------
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "STREAMGEN_MAX_QUEUED_JOBS": "8",
+        "STREAMGEN_SUBSCRIBER_BUFFER_EVENTS": "256",
+        "PYTHONPATH": str(REPO),
+    }
+    command = [sys.executable, "-m", "streamgen", "serve", "--port", str(port),
+               "--log-level", "WARNING"]  # fmt: skip
+    server = subprocess.Popen(command, env=env, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit("the server exited during startup")
+        time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("the server did not come up within 120 s")
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of `pid` in MiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# 1. First segment and wall: bare generator vs streamed -----------------------------------------
+def bare_run(generator: Any, request: dict[str, Any]) -> tuple[float, float]:
+    started = time.perf_counter()
+    first = 0.0
+    for segment in generator.segments(GenerationRequest(**request)):
+        if segment.index == 0:
+            first = time.perf_counter() - started
+    return first, time.perf_counter() - started
+
+
+def streamed_run(base: str, request: dict[str, Any]) -> tuple[float, float]:
+    started = time.perf_counter()
+    first = 0.0
+    body = {**request, "size": f"{request['width']}x{request['height']}"}
+    del body["width"], body["height"]
+    with httpx.stream("POST", f"{base}/generate-stream", json=body, timeout=600) as response:
+        parser = SSEParser()
+        for chunk in response.iter_raw():
+            for message in parser.feed(chunk):
+                if message.event == "segment" and not first:
+                    first = time.perf_counter() - started
+                if message.event in ("complete", "error"):
+                    assert message.event == "complete", message.data
+                    return first, time.perf_counter() - started
+    raise RuntimeError("the stream ended without complete")
+
+
+# 2. Fan-out -------------------------------------------------------------------------------------
+@dataclass
+class Subscriber(asyncio.Protocol):
+    """One SSE connection; records (event type, lag in seconds) per live event."""
+
+    path: str
+    lags: list[tuple[str, float]] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    buffer: bytes = b""
+    headers_done: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        request = f"GET {self.path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
+        transport.write(request.encode())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buffer += data
+        if not self.headers_done:
+            _, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.headers_done, self.buffer = True, rest
+        # Chunked framing lines ("1a2f\r\n") sit between messages; SSE messages end "\n\n".
+        while (end := self.buffer.find(b"\n\n")) != -1:
+            message, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+            kind_at = message.find(b"event: ")
+            if kind_at == -1:
+                continue
+            kind = message[kind_at + 7 : message.index(b"\n", kind_at)].decode()
+            if kind == "start":
+                self.started.set()
+                continue
+            time_at = message.rfind(b'"time":')
+            if time_at != -1:
+                sent = float(message[time_at + 7 :].split(b"}", 1)[0].split(b",", 1)[0])
+                self.lags.append((kind, now - sent))
+            if kind in ("complete", "error"):
+                self.ended.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended.set()
+
+
+async def fanout(base: str, port: int, pid: int, count: int, request: dict[str, Any]) -> dict:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        hold = {"prompt": "hold", "size": "64x64", "unbounded": True, "num_steps": 1}
+        blocker = (await client.post("/v1/jobs", json=hold)).json()
+        job = (await client.post("/v1/jobs", json=request)).json()
+        loop = asyncio.get_running_loop()
+        subscribers = [Subscriber(f"/v1/jobs/{job['id']}/events") for _ in range(count)]
+        for start in range(0, count, 100):  # connect in waves: the listen backlog is finite
+            await asyncio.gather(*(
+                loop.create_connection(lambda s=s: s, "127.0.0.1", port)
+                for s in subscribers[start : start + 100]
+            ))  # fmt: skip
+        await asyncio.wait_for(asyncio.gather(*(s.started.wait() for s in subscribers)), 120)
+        rss_before, _ = rss_mib(pid)
+        await client.delete(f"/v1/jobs/{blocker['id']}")
+        peak = rss_before
+        waiting = asyncio.ensure_future(asyncio.gather(*(s.ended.wait() for s in subscribers)))
+        while not waiting.done():
+            peak = max(peak, rss_mib(pid)[0])
+            await asyncio.wait({waiting}, timeout=0.05)
+    by_kind: dict[str, list[float]] = {"progress": [], "segment": []}
+    for subscriber in subscribers:
+        for kind, lag in subscriber.lags:
+            by_kind.setdefault(kind, []).append(lag)
+    return {"count": count, "rss_before": rss_before, "rss_peak": peak, **by_kind}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# Main -------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="video length (seconds)")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per segment")
+    parser.add_argument("--size", default="128x128", help="WxH of the latency runs")
+    parser.add_argument("--fanout", default="100,500,1000", help="subscriber counts")
+    parser.add_argument("--fanout-size", default="64x64", help="WxH of the fan-out job")
+    args = parser.parse_args()
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    width, height = (int(v) for v in args.size.split("x"))
+    request = {"prompt": "a red ball moving right", "width": width, "height": height,
+               "seconds": args.seconds, "num_inference_steps": args.steps, "seed": 7}  # fmt: skip
+    port = free_port()
+    server = start_server(port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        generator = load_generator("embedded")
+        bare_run(generator, {**request, "seconds": 1.0})  # warm-up, both sides
+        streamed_run(base, {**request, "seconds": 1.0})
+        bare, streamed = [], []
+        for _ in range(args.repeats):
+            bare.append(bare_run(generator, request))
+            streamed.append(streamed_run(base, request))
+        del generator
+        first_b = statistics.median(b[0] for b in bare)
+        first_s = statistics.median(s[0] for s in streamed)
+        wall_b = statistics.median(b[1] for b in bare)
+        wall_s = statistics.median(s[1] for s in streamed)
+
+        fan_request = {"prompt": "a red ball moving right", "size": args.fanout_size,
+                       "seconds": args.seconds, "num_steps": 2, "seed": 3}  # fmt: skip
+        fans = [
+            asyncio.run(fanout(base, port, server.pid, int(n), fan_request))
+            for n in args.fanout.split(",")
+        ]
+    finally:
+        server.terminate()
+        server.wait(60)
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; torch threads default")  # fmt: skip
+    print(f"latency runs: {args.size}, {args.seconds:g} s, {args.steps} steps, "
+          f"median of {args.repeats}")  # fmt: skip
+    print(f"{'':34}{'bare':>10}{'streamed':>10}{'ratio':>8}")
+    print(f"{'first segment (s)':34}{first_b:10.3f}{first_s:10.3f}{first_s / first_b:8.2f}")
+    print(f"{'whole job wall (s)':34}{wall_b:10.3f}{wall_s:10.3f}{wall_s / wall_b:8.3f}"
+          "   target <= 1.03")  # fmt: skip
+    print(f"\nSSE fan-out, one job ({args.fanout_size}, 2 steps), lag = receipt - publish:")
+    print(f"{'subscribers':>12}{'progress p50/p99 ms':>22}{'segment p50/p99 ms':>22}"
+          f"{'RSS MiB idle/peak':>20}")  # fmt: skip
+    for fan in fans:
+        p, s = fan["progress"], fan["segment"]
+        print(
+            f"{fan['count']:>12}"
+            f"{percentile(p, 0.5) * 1e3:>11.1f}/{percentile(p, 0.99) * 1e3:<10.1f}"
+            f"{percentile(s, 0.5) * 1e3:>11.1f}/{percentile(s, 0.99) * 1e3:<10.1f}"
+            f"{fan['rss_before']:>10.0f}/{fan['rss_peak']:<9.0f}"
+        )
+    print("target: p99 < 100 ms at 1,000 subscribers")
+    print(json.dumps({"first_ratio": first_s / first_b, "wall_ratio": wall_s / wall_b}))
+
+
+if __name__ == "__main__":
+    main()
