@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,13 +152,16 @@ class Subscriber(asyncio.Protocol):
         self.ended.set()
 
 
-async def fanout(base: str, port: int, pid: int, count: int, request: dict[str, Any]) -> dict:
+async def fanout(
+    base: str, port: int, pid: int, count: int, request: dict[str, Any], payload: str = "both"
+) -> dict:
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         hold = {"prompt": "hold", "size": "64x64", "unbounded": True, "num_steps": 1}
         blocker = (await client.post("/v1/jobs", json=hold)).json()
         job = (await client.post("/v1/jobs", json=request)).json()
         loop = asyncio.get_running_loop()
-        subscribers = [Subscriber(f"/v1/jobs/{job['id']}/events") for _ in range(count)]
+        path = f"/v1/jobs/{job['id']}/events?payload={payload}"
+        subscribers = [Subscriber(path) for _ in range(count)]
         for start in range(0, count, 100):  # connect in waves: the listen backlog is finite
             await asyncio.gather(*(
                 loop.create_connection(lambda s=s: s, "127.0.0.1", port)
@@ -194,6 +198,9 @@ def main() -> None:
     parser.add_argument("--size", default="128x128", help="WxH of the latency runs")
     parser.add_argument("--fanout", default="100,500,1000", help="subscriber counts")
     parser.add_argument("--fanout-size", default="64x64", help="WxH of the fan-out job")
+    parser.add_argument(
+        "--payload", default="both", help="segment events' byte fields: both, fragment, segment"
+    )
     args = parser.parse_args()
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -206,12 +213,15 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         generator = load_generator("embedded")
-        bare_run(generator, {**request, "seconds": 1.0})  # warm-up, both sides
-        streamed_run(base, {**request, "seconds": 1.0})
+        # The server generates on a worker thread; so does the bare baseline.
+        worker = ThreadPoolExecutor(1)
+        worker.submit(bare_run, generator, request).result()  # warm-up, both sides
+        streamed_run(base, request)
         bare, streamed = [], []
         for _ in range(args.repeats):
-            bare.append(bare_run(generator, request))
+            bare.append(worker.submit(bare_run, generator, request).result())
             streamed.append(streamed_run(base, request))
+        worker.shutdown()
         del generator
         first_b = statistics.median(b[0] for b in bare)
         first_s = statistics.median(s[0] for s in streamed)
@@ -221,7 +231,7 @@ def main() -> None:
         fan_request = {"prompt": "a red ball moving right", "size": args.fanout_size,
                        "seconds": args.seconds, "num_steps": 2, "seed": 3}  # fmt: skip
         fans = [
-            asyncio.run(fanout(base, port, server.pid, int(n), fan_request))
+            asyncio.run(fanout(base, port, server.pid, int(n), fan_request, args.payload))
             for n in args.fanout.split(",")
         ]
     finally:
@@ -236,7 +246,8 @@ def main() -> None:
     print(f"{'first segment (s)':34}{first_b:10.3f}{first_s:10.3f}{first_s / first_b:8.2f}")
     print(f"{'whole job wall (s)':34}{wall_b:10.3f}{wall_s:10.3f}{wall_s / wall_b:8.3f}"
           "   target <= 1.03")  # fmt: skip
-    print(f"\nSSE fan-out, one job ({args.fanout_size}, 2 steps), lag = receipt - publish:")
+    print(f"\nSSE fan-out, one job ({args.fanout_size}, 2 steps, payload={args.payload}), "
+          "lag = receipt - publish:")  # fmt: skip
     print(f"{'subscribers':>12}{'progress p50/p99 ms':>22}{'segment p50/p99 ms':>22}"
           f"{'RSS MiB idle/peak':>20}")  # fmt: skip
     for fan in fans:

@@ -34,9 +34,32 @@ async def open_follower(
         raise
 
 
-def sse_response(service: Service, follower: Follower) -> Response:
+# What a text subscriber may ask for in segment events (`?payload=`): both forms, only the
+# continuous fragment (an MSE player), or only the self-contained segment (a file saver).
+PAYLOAD_OMITS = {
+    "both": frozenset(),
+    "fragment": frozenset({"segment"}),
+    "segment": frozenset({"fragment"}),
+}
+
+
+def payload_omit(choice: str | None) -> frozenset[str]:
+    """The byte fields to leave out for ``?payload=`` (both, fragment or segment)."""
+    if choice is None:
+        return PAYLOAD_OMITS["both"]
+    if choice not in PAYLOAD_OMITS:
+        raise InvalidParameter(
+            f"payload must be one of {', '.join(PAYLOAD_OMITS)}, got {choice!r}", param="payload"
+        )
+    return PAYLOAD_OMITS[choice]
+
+
+def sse_response(
+    service: Service, follower: Follower, omit: frozenset[str] = frozenset()
+) -> Response:
     """A ``text/event-stream`` response of the follower's events."""
     frames, job_id = service.frames, follower.job.id
+    transport = "sse:" + ",".join(sorted(omit))
 
     def render(item: Event | SlowConsumer | None) -> bytes:
         if item is None:
@@ -44,7 +67,7 @@ def sse_response(service: Service, follower: Follower) -> Response:
         if isinstance(item, SlowConsumer):
             fields = slow_consumer_fields(item, job_id)
             return sse.format_message("error", fields["seq"], fields)
-        return frames.frame("sse", item, sse.format_event)
+        return frames.frame(transport, item, lambda event: sse.format_event(event, omit))
 
     body = StreamBody(
         follower,
@@ -55,9 +78,12 @@ def sse_response(service: Service, follower: Follower) -> Response:
     return streaming_response(body, sse.HEADERS, job_id)
 
 
-def ndjson_response(service: Service, follower: Follower) -> Response:
+def ndjson_response(
+    service: Service, follower: Follower, omit: frozenset[str] = frozenset()
+) -> Response:
     """An ``application/x-ndjson`` response of the follower's events."""
     frames, job_id = service.frames, follower.job.id
+    transport = "ndjson:" + ",".join(sorted(omit))
 
     def render(item: Event | SlowConsumer | None) -> bytes | None:
         if item is None:
@@ -67,7 +93,7 @@ def ndjson_response(service: Service, follower: Follower) -> Response:
             error = {k: fields.pop(k) for k in ("code", "message", "param")}
             line = {"status": "error", "job_id": job_id, "seq": fields["seq"], "error": error}
             return ndjson.format_line({**line, "resume_from": item.resume_from})
-        return frames.frame("ndjson", item, ndjson.format_event)
+        return frames.frame(transport, item, lambda event: ndjson.format_event(event, omit))
 
     return streaming_response(StreamBody(follower, render), ndjson.HEADERS, job_id)
 

@@ -19,6 +19,7 @@ from .common import (
     live_mp4_response,
     ndjson_response,
     open_follower,
+    payload_omit,
     sse_response,
     video_file_response,
 )
@@ -89,6 +90,12 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
         Param("Last-Event-ID", "header", "resume after this seq (wins over from_seq)"),
         Param("from_seq", "query", "first seq to send (default 0: start + backlog)"),
         Param(
+            "payload",
+            "query",
+            "segment events carry both byte forms (default), only fragment, or only segment",
+            type="string",
+        ),
+        Param(
             "format",
             "query",
             "sse (default) or ndjson (also: Accept: application/x-ndjson)",
@@ -107,8 +114,11 @@ async def job_events(job_id: str) -> Response:
     job = service.manager.get(job_id)
     from_seq = from_seq_of(request.headers.get("Last-Event-ID"), request.args.get("from_seq"))
     wants_ndjson = _events_format() == "ndjson"
+    omit = payload_omit(request.args.get("payload"))
     follower = await open_follower(service, job, from_seq)
-    return ndjson_response(service, follower) if wants_ndjson else sse_response(service, follower)
+    if wants_ndjson:
+        return ndjson_response(service, follower, omit)
+    return sse_response(service, follower, omit)
 
 
 def _events_format() -> str:

@@ -24,10 +24,10 @@ STATUS = {
 _ERROR_FIELDS = ("code", "message", "param")
 
 
-def event_line(event: Event) -> dict[str, Any]:
-    """The JSON object of one event's line."""
+def event_line(event: Event, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The JSON object of one event's line (byte fields in `omit` left out)."""
     line: dict[str, Any] = {"status": STATUS[event.type], "job_id": event.job_id, "seq": event.seq}
-    data = base64_bytes(event.data)
+    data = base64_bytes(event.data, omit)
     if event.type == "error":
         line["error"] = {key: data.pop(key, None) for key in _ERROR_FIELDS}
     line.update(data)
@@ -39,5 +39,5 @@ def format_line(line: dict[str, Any]) -> bytes:
     return (dumps(line) + "\n").encode("utf-8")
 
 
-def format_event(event: Event) -> bytes:
-    return format_line(event_line(event))
+def format_event(event: Event, omit: frozenset[str] = frozenset()) -> bytes:
+    return format_line(event_line(event, omit))

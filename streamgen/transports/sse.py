@@ -34,9 +34,9 @@ def format_message(event_type: str, event_id: int | None, data: Mapping[str, Any
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-def format_event(event: Event) -> bytes:
-    """A job event as an SSE message whose id is its `seq`."""
-    return format_message(event.type, event.seq, text_fields(event))
+def format_event(event: Event, omit: frozenset[str] = frozenset()) -> bytes:
+    """A job event as an SSE message whose id is its `seq` (byte fields in `omit` left out)."""
+    return format_message(event.type, event.seq, text_fields(event, omit))
 
 
 def format_retry(milliseconds: int) -> bytes:

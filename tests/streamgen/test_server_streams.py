@@ -269,3 +269,21 @@ def test_redis_broker_carries_the_same_stream() -> None:
     assert fragments == [m["data"]["fragment"] for m in ws.messages if m["type"] == "segment"]
     assert body == b64(sse.events[0][1], "init_segment") + b"".join(fragments)
     assert len(decode(body)) == 28
+
+
+def test_text_subscribers_may_take_one_byte_form(one_job: dict[str, Any], server_url: str) -> None:
+    job_id = one_job["finished"]["id"]
+    events = f"{server_url}/v1/jobs/{job_id}/events"
+
+    async def read(query: str) -> Any:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await read_sse(client, "GET", f"{events}?{query}")
+
+    fragments_only = [d for k, d in asyncio.run(read("payload=fragment")).events if k == "segment"]
+    assert all("fragment_base64" in d and "segment_base64" not in d for d in fragments_only)
+    full = [d for k, d in one_job["sse"].events if k == "segment"]
+    assert [b64(d, "fragment") for d in fragments_only] == [b64(d, "fragment") for d in full]
+    segments_only = [d for k, d in asyncio.run(read("payload=segment")).events if k == "segment"]
+    assert all("segment_base64" in d and "fragment_base64" not in d for d in segments_only)
+    bad = httpx.get(f"{events}?payload=everything")
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "payload"
