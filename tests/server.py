@@ -59,7 +59,8 @@ class ServerThread:
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(1024)
         self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = bool(self.settings.certfile and self.settings.keyfile)
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
@@ -73,7 +74,8 @@ class ServerThread:
             if self._error is not None:
                 raise RuntimeError("the test server failed to start") from self._error
             try:
-                if httpx.get(f"{self.url}/health", timeout=5.0).status_code == 200:
+                health = httpx.get(f"{self.url}/health", timeout=5.0, verify=not self.tls)
+                if health.status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
