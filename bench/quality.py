@@ -148,27 +148,36 @@ def drift_fraction(spec: SceneSpec, frames: np.ndarray) -> float:
 
 
 # The runs ---------------------------------------------------------------------------------------
-def run_prompts(generator: SegmentedGenerator, specs: list[SceneSpec], seed: int) -> dict:
+def run_prompts(
+    generator: SegmentedGenerator, specs: list[SceneSpec], seed: int, guidance: float | None
+) -> dict:
     rng = np.random.default_rng(seed)
     hits: dict[str, list[bool]] = {}
     seconds = 0.0
     for i, spec in enumerate(specs):
         prompt = make_prompt(spec, rng, held_out=True)
-        video = generate(generator, GenerationRequest(prompt, seed=seed + i, seconds=3.0))
+        video = generate(
+            generator,
+            GenerationRequest(prompt, guidance_scale=guidance, seed=seed + i, seconds=3.0),
+        )
         seconds += video.generate_seconds
         for key, ok in score_clip(spec, video.frames, generator.defaults.fps).items():
             hits.setdefault(key, []).append(ok)
     return {key: float(np.mean(v)) for key, v in hits.items()} | {"seconds": seconds}
 
 
-def run_reference(generator: SegmentedGenerator, specs: list[SceneSpec], seed: int) -> dict:
+def run_reference(
+    generator: SegmentedGenerator, specs: list[SceneSpec], seed: int, guidance: float | None
+) -> dict:
     rng = np.random.default_rng(seed + 1)
     world = WorldConfig()
     hits: dict[str, list[bool]] = {}
     for i, spec in enumerate(specs):
         image = make_clip(spec, rng, 1, world, anywhere=True).frames[0]
         prompt = make_prompt(spec, rng, held_out=True)
-        request = GenerationRequest(prompt, seed=seed + i, seconds=3.0, reference_image=image)
+        request = GenerationRequest(
+            prompt, guidance_scale=guidance, seed=seed + i, seconds=3.0, reference_image=image
+        )
         frames = generate(generator, request).frames
         # A reference image may sit near a wall: judge only the first second of motion.
         scores = score_clip(spec, frames[: round(generator.defaults.fps)], generator.defaults.fps)
@@ -178,13 +187,19 @@ def run_reference(generator: SegmentedGenerator, specs: list[SceneSpec], seed: i
 
 
 def run_seams(
-    generator: SegmentedGenerator, specs: list[SceneSpec], seed: int, overlap: int
+    generator: SegmentedGenerator,
+    specs: list[SceneSpec],
+    seed: int,
+    overlap: int,
+    guidance: float | None,
 ) -> dict:
     rng = np.random.default_rng(seed + 2)
     seam, inside = [], []
     for i, spec in enumerate(s for s in specs if s.direction != "still"):
         prompt = make_prompt(spec, rng, held_out=True)
-        request = GenerationRequest(prompt, seed=seed + i, seconds=6.0, overlap_frames=overlap)
+        request = GenerationRequest(
+            prompt, guidance_scale=guidance, seed=seed + i, seconds=6.0, overlap_frames=overlap
+        )
         video = generate(generator, request)
         s, m = seam_moves(video.frames, video.seams)
         seam += s
@@ -193,14 +208,18 @@ def run_seams(
     return {"seam_px": float(np.mean(seam)), "inside_px": float(np.mean(inside)), "ratio": ratio}
 
 
-def run_drift(generator: SegmentedGenerator, specs: list[SceneSpec], seed: int) -> dict:
+def run_drift(
+    generator: SegmentedGenerator, specs: list[SceneSpec], seed: int, guidance: float | None
+) -> dict:
     rng = np.random.default_rng(seed + 3)
     fractions, seconds = [], 0.0
     frames_30s = round(30 * generator.defaults.fps)
     for i, spec in enumerate(specs):
         prompt = make_prompt(spec, rng, held_out=True)
         video = generate(
-            generator, GenerationRequest(prompt, seed=seed + i, unbounded=True), frames_30s
+            generator,
+            GenerationRequest(prompt, guidance_scale=guidance, seed=seed + i, unbounded=True),
+            frames_30s,
         )
         fractions.append(drift_fraction(spec, video.frames[:frames_30s]))
         seconds += video.generate_seconds
@@ -213,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="a smaller run (~1/3)")
     parser.add_argument("--model", type=Path, default=None, help="model directory")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--guidance", type=float, default=None, help="default: the model's")
     args = parser.parse_args(argv)
     generator = EmbeddedGenerator(args.model)
     n_prompts, n_seams, n_drift = (18, 6, 1) if args.quick else (48, 12, 3)
@@ -220,11 +240,12 @@ def main(argv: list[str] | None = None) -> dict:
     seam_specs = [s for s in held_out_specs(80, args.seed + 7) if s.direction != "still"][:n_seams]
     drift_specs = held_out_specs(n_drift, args.seed + 11)
 
-    prompts = run_prompts(generator, specs, args.seed)
-    reference = run_reference(generator, specs[: max(6, n_prompts // 3)], args.seed)
-    with_overlap = run_seams(generator, seam_specs, args.seed, generator.defaults.overlap_frames)
-    without = run_seams(generator, seam_specs, args.seed, 0)
-    drift = run_drift(generator, drift_specs, args.seed)
+    prompts = run_prompts(generator, specs, args.seed, args.guidance)
+    reference = run_reference(generator, specs[: max(6, n_prompts // 3)], args.seed, args.guidance)
+    overlap = generator.defaults.overlap_frames
+    with_overlap = run_seams(generator, seam_specs, args.seed, overlap, args.guidance)
+    without = run_seams(generator, seam_specs, args.seed, 0, args.guidance)
+    drift = run_drift(generator, drift_specs, args.seed, args.guidance)
 
     rows = [
         ("colour (held-out prompts)", f"{prompts['colour']:.0%}", f">= {TARGETS['colour']:.0%}"),
@@ -243,7 +264,11 @@ def main(argv: list[str] | None = None) -> dict:
          f"{drift['min']:.1%})", f">= {TARGETS['drift']:.0%}"),
         ("30 s stream: generation speed", f"{drift['realtime']:.2f}x real time", "> 1x"),
     ]  # fmt: skip
-    print(f"model: {generator.model_path}  prompts: {n_prompts} held-out, seed {args.seed}")
+    guidance = args.guidance if args.guidance is not None else generator.defaults.guidance_scale
+    print(
+        f"model: {generator.model_path}  prompts: {n_prompts} held-out, seed {args.seed}, "
+        f"{generator.defaults.num_inference_steps} steps, guidance {guidance}"
+    )
     print("| metric | measured | target |\n| --- | --- | --- |")
     for row in rows:
         print(f"| {' | '.join(row)} |")

@@ -6,7 +6,8 @@ at once on a small spatial grid. Its input per window is::
 
     [noisy window (F*3*r*r) | given frames, zero where not given (F*3*r*r) | given mask (F)]
 
-and it predicts v (`DDIMScheduler`, v-prediction, zero terminal SNR, trailing spacing). The
+and it predicts v (`DDIMScheduler`, v-prediction, zero terminal SNR, trailing spacing); with
+`unet_predicts="x0"` the UNet outputs the clean window and `forward` converts it to v. The
 prompt is read by a word-level tokenizer and a two-layer transformer encoder whose states
 the UNet cross-attends to. Unknown words map to `<unk>`; nothing here downloads anything.
 """
@@ -68,6 +69,10 @@ class ModelConfig:
     layers_per_block: int = 1
     attention_head_dim: int = 16
     conv_kernel: int = 3  # of the UNet's first and last convolution (1: per 4x4 patch)
+    # What the UNet outputs: "v" directly, or "x0" (the clean window), turned into v from the
+    # noisy input. A narrow UNet cannot carry the per-pixel noise that v holds at low noise
+    # levels through its 64 channels; the clean window of this world is smooth and it can.
+    unet_predicts: str = "v"
     num_train_timesteps: int = 1000
     default_steps: int = 8
     default_overlap: int = 4
@@ -153,6 +158,12 @@ class TinyVideoDiffusion(nn.Module):
             conv_out_kernel=config.conv_kernel,
         )
 
+        if config.unet_predicts not in ("v", "x0"):
+            raise ValueError(f"unet_predicts must be 'v' or 'x0', got {config.unet_predicts!r}")
+        # Not a parameter: rebuilt from the config, so saved weights do not carry it.
+        alphas = self.make_scheduler().alphas_cumprod.clone().float()
+        self.register_buffer("alphas_cumprod", alphas, persistent=False)
+
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text states (B, L, dim) and their mask (B, L)."""
         device = self.text_encoder.tokens.weight.device
@@ -193,8 +204,12 @@ class TinyVideoDiffusion(nn.Module):
         sample = torch.cat([noisy, given, mask_planes], dim=1)
         out = self.unet(
             sample, timesteps, encoder_hidden_states=text, encoder_attention_mask=text_mask
-        )
-        return out.sample
+        ).sample
+        if self.config.unet_predicts == "v":
+            return out
+        # x_t = a x0 + s eps and v = a eps - s x0 give v = (a x_t - x0) / s.
+        alpha_bar = self.alphas_cumprod[timesteps.long()].to(noisy.dtype)[:, None, None, None]
+        return (alpha_bar.sqrt() * noisy - out) / (1 - alpha_bar).sqrt()
 
     def make_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(

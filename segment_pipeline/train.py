@@ -15,8 +15,10 @@ number of given frames is drawn per example:
 Prompts come from the training templates only; some are dropped to "" so classifier-free
 guidance works. Every step's data and noise are drawn from (seed, step), so a run is
 reproducible from its seed, and a resumed run draws what the uninterrupted run would have.
-The loss is v-prediction MSE, weighted up on the object's pixels (the object is ~4% of the
-frame; the background alone would dominate the loss). The saved model is the EMA of weights.
+The loss is the error of the clean window read from the predicted v, weighted by 1 + SNR
+(as a v-loss is) capped at 5 so nearly clean steps do not dominate, and weighted up on the
+object's pixels (the object is ~4% of the frame; the background alone would dominate).
+The saved model is the EMA of the weights.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class TrainConfig:
     ema_decay: float = 0.998
     text_drop: float = 0.1  # fraction of prompts replaced by "" (for guidance)
     object_weight: float = 4.0  # extra loss weight on object pixels
+    snr_cap: float = 5.0  # cap on the 1 + SNR weight of low-noise steps
     given_noise: float = 0.06  # max std of noise on given frames ([-1, 1] pixel units)
     overlap: int = 4
     seed: int = 0
@@ -151,14 +154,16 @@ def training_loss(
     a = alphas_cumprod[t].sqrt()[:, None, None, None]
     s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
     noisy = a * x0 + s * noise
-    target = a * noise - s * x0
 
-    # 3. Predict v and weight object pixels up
+    # 3. Predict v, read the clean window from it, and weight the error: object pixels up,
+    # and by 1 + SNR (what a v-loss weighs an x0 error by) capped at `snr_cap`
     text, text_mask = model.encode_prompts(batch.prompts)
-    pred = model(noisy, t, model.to_channels(given), given_mask, text, text_mask)
+    v = model(noisy, t, model.to_channels(given), given_mask, text, text_mask)
+    x0_pred = a * noisy - s * v
     objects = batch.objects.to(device)[:, :, None].expand(-1, -1, 3, -1, -1)
     weight = 1.0 + train.object_weight * model.to_channels(objects)
-    return (weight * (pred - target) ** 2).sum() / weight.sum()
+    snr_weight = (1 + (a / s.clamp(min=1e-4)) ** 2).clamp(max=train.snr_cap)
+    return (snr_weight * weight * (x0_pred - x0) ** 2).sum() / weight.sum()
 
 
 def _hardware(device: torch.device) -> str:

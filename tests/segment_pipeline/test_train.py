@@ -22,6 +22,7 @@ TINY = ModelConfig(
     block_out_channels=[8, 16, 16],
     attention_head_dim=8,
     conv_kernel=1,
+    unet_predicts="x0",
 )
 TRAIN = TrainConfig(steps=3, batch_size=2, warmup_steps=1, seed=7)
 
