@@ -74,6 +74,12 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -169,17 +175,21 @@ async def fanout(
             ))  # fmt: skip
         await asyncio.wait_for(asyncio.gather(*(s.started.wait() for s in subscribers)), 120)
         rss_before, _ = rss_mib(pid)
+        server_cpu, client_cpu = cpu_seconds(pid), cpu_seconds(os.getpid())
         await client.delete(f"/v1/jobs/{blocker['id']}")
         peak = rss_before
         waiting = asyncio.ensure_future(asyncio.gather(*(s.ended.wait() for s in subscribers)))
         while not waiting.done():
             peak = max(peak, rss_mib(pid)[0])
             await asyncio.wait({waiting}, timeout=0.05)
+        server_cpu = cpu_seconds(pid) - server_cpu
+        client_cpu = cpu_seconds(os.getpid()) - client_cpu
     by_kind: dict[str, list[float]] = {"progress": [], "segment": []}
     for subscriber in subscribers:
         for kind, lag in subscriber.lags:
             by_kind.setdefault(kind, []).append(lag)
-    return {"count": count, "rss_before": rss_before, "rss_peak": peak, **by_kind}
+    return {"count": count, "rss_before": rss_before, "rss_peak": peak, **by_kind,
+            "server_cpu": server_cpu, "client_cpu": client_cpu}  # fmt: skip
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -249,7 +259,7 @@ def main() -> None:
     print(f"\nSSE fan-out, one job ({args.fanout_size}, 2 steps, payload={args.payload}), "
           "lag = receipt - publish:")  # fmt: skip
     print(f"{'subscribers':>12}{'progress p50/p99 ms':>22}{'segment p50/p99 ms':>22}"
-          f"{'RSS MiB idle/peak':>20}")  # fmt: skip
+          f"{'RSS MiB idle/peak':>20}{'CPU s server/client':>21}")  # fmt: skip
     for fan in fans:
         p, s = fan["progress"], fan["segment"]
         print(
@@ -257,6 +267,7 @@ def main() -> None:
             f"{percentile(p, 0.5) * 1e3:>11.1f}/{percentile(p, 0.99) * 1e3:<10.1f}"
             f"{percentile(s, 0.5) * 1e3:>11.1f}/{percentile(s, 0.99) * 1e3:<10.1f}"
             f"{fan['rss_before']:>10.0f}/{fan['rss_peak']:<9.0f}"
+            f"{fan['server_cpu']:>11.1f}/{fan['client_cpu']:<9.1f}"
         )
     print("target: p99 < 100 ms at 1,000 subscribers")
     print(json.dumps({"first_ratio": first_s / first_b, "wall_ratio": wall_s / wall_b}))

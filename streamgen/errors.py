@@ -13,7 +13,7 @@ The whole tree::
     ├── PayloadTooLarge             413 / 1009  body over `max_body_bytes`
     ├── InvalidParameter            422 / 1008  a well-formed field with a bad value (`param`)
     ├── QueueFull                   429 / 1013  `max_queued_jobs` reached
-    ├── SlowConsumer                -   / 4408  a subscriber fell behind its buffer
+    ├── SlowConsumer                429 / 4408  a subscriber fell behind (sent in-stream)
     ├── ServiceUnavailable          503 / 1001  shutting down, or the model is not loaded
     └── GenerationFailed            500 / 1011  the generator or the encoder failed
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +21,7 @@ from .errors import BacklogGone, ServiceUnavailable, SlowConsumer
 from .jobs import Job, JobManager
 
 _TRIM_RETRIES = 3
+_MAX_BATCH = 64  # events joined into one write for a subscriber that is behind
 Item = Event | SlowConsumer | None
 """What a follower yields: an event, the final cut-off, or None for a heartbeat tick."""
 
@@ -120,21 +121,34 @@ class Follower:
     ) -> None:
         await self.aclose()
 
-    async def items(self, heartbeat_s: float | None = None) -> AsyncGenerator[Item, None]:
-        """Events until the terminal one; None every `heartbeat_s` idle seconds; a final
-        `SlowConsumer` if this subscriber was cut off."""
+    async def batches(
+        self, heartbeat_s: float | None = None
+    ) -> AsyncGenerator[Sequence[Item], None]:
+        """Events until the terminal one, in batches of those already waiting (one write
+        for several when this subscriber is behind); ``[None]`` after `heartbeat_s` idle
+        seconds; a final `SlowConsumer` if this subscriber was cut off."""
         assert self._subscription is not None, "open() first"
-        events = _with_heartbeats(aiter(self._subscription), heartbeat_s)
-        for event in self._prefix:
-            yield event
+        batches = _batches(aiter(self._subscription), heartbeat_s)
+        if self._prefix:
+            yield list(self._prefix)
         try:
-            async for item in events:
-                yield item
+            async for batch in batches:
+                yield batch
         except SubscriberOverflow as exc:
             self.cut_off = True
-            yield SlowConsumer(self.job.id, exc.last_seq + 1, exc.bound)
+            yield [SlowConsumer(self.job.id, exc.last_seq + 1, exc.bound)]
         finally:
-            await events.aclose()
+            await batches.aclose()
+
+    async def items(self, heartbeat_s: float | None = None) -> AsyncGenerator[Item, None]:
+        """The items of `batches`, one by one."""
+        batches = self.batches(heartbeat_s)
+        try:
+            async for batch in batches:
+                for item in batch:
+                    yield item
+        finally:
+            await batches.aclose()
 
     def release(self) -> None:
         """Give the lease back (idempotent); after a cut-off, with time to resume."""
@@ -151,17 +165,15 @@ class Follower:
             self.release()
 
 
-async def _with_heartbeats(
-    events: AsyncIterator[Event], interval_s: float | None
-) -> AsyncGenerator[Event | None, None]:
-    """`events`, with None whenever `interval_s` seconds pass without one.
+async def _batches(
+    events: AsyncIterator[Event], interval_s: float | None, max_batch: int = _MAX_BATCH
+) -> AsyncGenerator[Sequence[Event | None], None]:
+    """`events` in batches: each holds one event plus those that were already waiting
+    (up to `max_batch`); ``[None]`` whenever `interval_s` seconds pass without one.
 
-    The pending ``__anext__`` is kept across ticks, never cancelled mid-event.
+    The pending ``__anext__`` is kept across heartbeats, never cancelled mid-event. An error
+    from `events` is raised after the events before it are yielded.
     """
-    if interval_s is None:
-        async for event in events:
-            yield event
-        return
     pending: asyncio.Future[Event] | None = None
     try:
         while True:
@@ -169,20 +181,31 @@ async def _with_heartbeats(
                 pending = asyncio.ensure_future(anext(events))
             done, _ = await asyncio.wait({pending}, timeout=interval_s)
             if not done:
-                yield None
+                yield [None]
                 continue
-            finished, pending = pending, None
-            try:
-                event = finished.result()
-            except StopAsyncIteration:
-                return
-            yield event
+            batch: list[Event | None] = []
+            while pending is not None and pending.done() and len(batch) < max_batch:
+                finished, pending = pending, None
+                try:
+                    batch.append(finished.result())
+                except StopAsyncIteration:
+                    if batch:
+                        yield batch
+                    return
+                except BaseException:
+                    if batch:
+                        yield batch
+                    raise
+                pending = asyncio.ensure_future(anext(events))
+                await asyncio.sleep(0)  # one loop turn: an event already queued is taken now
+            yield batch
     finally:
         if pending is not None:
             pending.cancel()
 
 
 Render = Callable[[Item], bytes | None]
+"""Frames one item for the wire (None: nothing to send)."""
 
 
 class StreamBody:
@@ -210,14 +233,14 @@ class StreamBody:
     ) -> AsyncGenerator[bytes, None]:
         if preamble:
             yield preamble
-        items = self.follower.items(heartbeat_s)
+        batches = self.follower.batches(heartbeat_s)
         try:
-            async for item in items:
-                chunk = render(item)
+            async for batch in batches:
+                chunk = b"".join(filter(None, map(render, batch)))
                 if chunk:
-                    yield chunk
+                    yield chunk  # one write for the whole batch
         finally:
-            await items.aclose()
+            await batches.aclose()
 
     def __aiter__(self) -> StreamBody:
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 
 import msgpack
@@ -11,7 +12,7 @@ import pytest
 
 from streamgen.broker.base import Event
 from streamgen.errors import InvalidParameter, MalformedRequest, SlowConsumer
-from streamgen.streaming import FrameCache, _with_heartbeats
+from streamgen.streaming import FrameCache, _batches
 from streamgen.transports import mp4, ndjson, sse, ws
 from streamgen.transports.text import text_fields
 
@@ -151,24 +152,27 @@ def test_frame_cache_frames_each_event_once() -> None:
     assert calls == [7, 9, 9, 7]
 
 
-def test_heartbeats_tick_while_idle_and_never_drop_an_event() -> None:
-    async def scenario() -> list[int | None]:
+def test_batches_tick_while_idle_group_waiting_events_and_raise_after_them() -> None:
+    async def scenario() -> list[list[int | None]]:
         queue: asyncio.Queue[int] = asyncio.Queue()
 
         async def source():  # type: ignore[no-untyped-def]
-            while (item := await queue.get()) >= 0:
+            while (item := await queue.get()) != -1:
+                if item == -2:
+                    raise OverflowError("cut off")
                 yield item
 
-        seen: list[int | None] = []
-        async for item in _with_heartbeats(source(), 0.01):
-            seen.append(item)
-            if item is None and seen.count(None) == 2:
-                queue.put_nowait(1)
-            if item == 1:
-                queue.put_nowait(2)
-                queue.put_nowait(-1)
+        seen: list[list[int | None]] = []
+        with contextlib.suppress(OverflowError):
+            async for batch in _batches(source(), 0.01, max_batch=3):
+                seen.append(list(batch))
+                if seen.count([None]) == 2 and len(seen) == 2:
+                    queue.put_nowait(1)
+                elif batch == [1]:
+                    for item in (2, 3, 4, 5, 6, -2):  # all waiting at once
+                        queue.put_nowait(item)
         return seen
 
     seen = asyncio.run(scenario())
-    assert seen[:2] == [None, None]
-    assert [s for s in seen if s is not None] == [1, 2]
+    assert seen[:2] == [[None], [None]]
+    assert seen[2:] == [[1], [2, 3, 4], [5, 6]], "waiting events come in batches; none is lost"
