@@ -1,7 +1,8 @@
 """The Quart app factory.
 
 `create_app(settings, generator=None)` registers the routes and error handlers; the model
-is loaded (unless one is given), the broker started and the job workers launched in
+is loaded (unless one is given), the broker and job store started and the embedded worker
+launched (unless `embedded_worker` is false: an API-only replica on Redis) in
 `before_serving`, all kept on the app. `drain(app)` is the graceful half of shutdown:
 it stops accepting jobs and lets running ones finish, or ends them with an `error` event,
 while their streams are still open; `after_serving` then closes the broker.
@@ -22,6 +23,7 @@ from .broker import make_broker
 from .config import Settings, load_settings
 from .errors import ServiceError, from_http_exception, from_pipeline_error
 from .jobs import JobManager
+from .jobstore import make_store
 from .routes import BLUEPRINTS
 from .routes.static import default_static_dir
 from .service import EXTENSION, Service
@@ -73,8 +75,19 @@ async def _start(settings: Settings, generator: SegmentedGenerator | None) -> Se
         max_backlog_bytes=settings.max_backlog_bytes,
     )
     await broker.start()
-    manager = JobManager(settings, SegmentPipeline(generator, settings.encoder_options), broker)
-    manager.start()
+    try:
+        store = make_store(settings, broker)
+        manager = JobManager(
+            settings,
+            SegmentPipeline(generator, settings.encoder_options),
+            broker,
+            store,
+            embedded_worker=settings.embedded_worker,
+        )
+        await manager.start()
+    except BaseException:
+        await broker.close()
+        raise
     static_dir = Path(settings.static_dir) if settings.static_dir else default_static_dir()
     return Service(settings, generator, broker, manager, FrameCache(), static_dir)
 

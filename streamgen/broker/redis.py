@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -339,6 +339,33 @@ class RedisBroker(Broker):
         self._counters["events_published"] += 1
         self._counters["bytes_published"] += len(payload)
         self._keep_copy(event, len(payload))
+
+    def adopt(self, events: Sequence[Event]) -> None:
+        """Take over the copy of a job whose earlier `events` (its stored backlog, oldest
+        first: `start`, then a window) another process published: a worker that takes a
+        queued job adopts its log, so it can restore all of it if Redis loses it."""
+        if not events:
+            return
+        job_id = events[0].job_id
+        start = events[0] if events[0].type == "start" else None
+        window = list(events[1:] if start is not None else events)
+        if window and start is not None and window[0].seq != start.seq + 1:
+            log = JobLog(job_id, self.max_backlog_bytes, first_seq=window[0].seq)
+            log.start = start  # pinned; the window rolled past it
+        else:
+            log = JobLog(job_id, self.max_backlog_bytes, first_seq=events[0].seq)
+            if start is not None:
+                window.insert(0, start)
+        now = time.monotonic()
+        for event in window:
+            log.append(event, len(event.pack()), now)
+        self._logs.pop(job_id, None)
+        self._logs[job_id] = log
+
+    def disown(self, job_id: str) -> None:
+        """Drop this broker's copy of `job_id`: another process publishes it from now on
+        (and restores it), so this one must never restore an older copy over it."""
+        self._logs.pop(job_id, None)
 
     def _keep_copy(self, event: Event, size: int) -> None:
         now = time.monotonic()

@@ -7,7 +7,7 @@ from typing import Any
 from quart import Response, send_file
 
 from streamgen.broker.base import Event
-from streamgen.errors import InvalidParameter, NotFound, ServiceError, SlowConsumer
+from streamgen.errors import InvalidParameter, ServiceError, SlowConsumer
 from streamgen.jobs import Job
 from streamgen.protocol import ErrorBody, JobLinks, JobObject
 from streamgen.service import Service
@@ -111,11 +111,11 @@ def streaming_response(body: StreamBody, headers: dict[str, str], job_id: str) -
     return response
 
 
-async def video_file_response(job: Job) -> Response:
-    """The finished job's MP4 with Range support (206 for a byte range)."""
-    if not job.video_path.exists():
-        raise NotFound(f"job {job.id} ended ({job.status}) before producing video", param="job_id")
-    response = await send_file(job.video_path, mimetype=mp4.CONTENT_TYPE, conditional=True)
+async def video_file_response(service: Service, job: Job) -> Response:
+    """The finished job's MP4 with Range support (206 for a byte range); 404 when it made
+    no video, 410 when (scale-out) its segments are no longer in the backlog."""
+    path = await service.manager.video_file(job)
+    response = await send_file(path, mimetype=mp4.CONTENT_TYPE, conditional=True)
     response.headers["Accept-Ranges"] = "bytes"
     return response
 

@@ -25,14 +25,15 @@ async def health() -> tuple[Response, int]:
     service = current_service()
     manager = service.manager
     broker = service.settings.broker
+    queued, running = await manager.counts()
     body = HealthResponse(
         status="healthy" if manager.accepting else "shutting_down",
         model_loaded=True,
         streaming_supported=True,
         model=service.generator.name,
         version=__version__,
-        queue_depth=manager.queue_depth,
-        running_jobs=manager.running,
+        queue_depth=queued,
+        running_jobs=running,
         broker="memory" if broker == "memory" else broker.split("://", 1)[0],
     )
     return jsonify(body.model_dump()), 200 if manager.accepting else 503

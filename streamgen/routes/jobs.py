@@ -57,7 +57,7 @@ async def create_job() -> tuple[Response, int, dict[str, str]]:
     replies={200: Reply(model=JobObject), **_NOT_FOUND},
 )
 async def get_job(job_id: str) -> Response:
-    return jsonify(job_object(current_service().manager.get(job_id)))
+    return jsonify(job_object(await current_service().manager.get(job_id)))
 
 
 @api_route(
@@ -74,7 +74,7 @@ async def get_job(job_id: str) -> Response:
 )
 async def cancel_job(job_id: str) -> tuple[Response, int]:
     service = current_service()
-    job = service.manager.get(job_id)
+    job = await service.manager.get(job_id)
     await service.manager.cancel(job)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(job.done.wait(), timeout=service.settings.graceful_timeout_seconds)
@@ -111,7 +111,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 )
 async def job_events(job_id: str) -> Response:
     service = current_service()
-    job = service.manager.get(job_id)
+    job = await service.manager.get(job_id)
     from_seq = from_seq_of(request.headers.get("Last-Event-ID"), request.args.get("from_seq"))
     wants_ndjson = _events_format() == "ndjson"
     omit = payload_omit(request.args.get("payload"))
@@ -145,8 +145,8 @@ def _events_format() -> str:
 )
 async def job_video(job_id: str) -> Response:
     service = current_service()
-    job = service.manager.get(job_id)
+    job = await service.manager.get(job_id)
     if job.finished:
-        return await video_file_response(job)
+        return await video_file_response(service, job)
     follower = await open_follower(service, job, 0)
     return live_mp4_response(follower)

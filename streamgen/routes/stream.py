@@ -86,13 +86,14 @@ async def generate() -> Response:
         manager.release(job)
     if job.status != "completed":
         raise job.error or ServiceError(f"job {job.id} ended {job.status}")
+    video_path = await manager.video_file(job)
     if params.response_format == "mp4":
-        response = await send_file(job.video_path, mimetype=mp4.CONTENT_TYPE)
+        response = await send_file(video_path, mimetype=mp4.CONTENT_TYPE)
         response.headers["X-Job-Id"] = job.id
         return response
     item: dict[str, Any] = {"mime": mp4.CONTENT_TYPE}
     if params.response_format == "b64_json":
-        data = await asyncio.to_thread(job.video_path.read_bytes)
+        data = await asyncio.to_thread(video_path.read_bytes)
         item["b64_json"] = base64.b64encode(data).decode("ascii")
     else:
         item["url"] = f"{request.host_url.rstrip('/')}/v1/jobs/{job.id}/video.mp4"

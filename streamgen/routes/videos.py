@@ -88,7 +88,7 @@ async def create_video() -> Response:
     replies={200: Reply(model=VideoObject), 404: Reply(model=ErrorResponse)},
 )
 async def get_video(video_id: str) -> Response:
-    return jsonify(video_object(current_service().manager.get(video_id)))
+    return jsonify(video_object(await current_service().manager.get(video_id)))
 
 
 @api_route(
@@ -104,7 +104,8 @@ async def get_video(video_id: str) -> Response:
     },
 )
 async def video_content(video_id: str) -> Response:
-    job = current_service().manager.get(video_id)
+    service = current_service()
+    job = await service.manager.get(video_id)
     if job.status != "completed":
         raise Conflict(
             f"video {job.id} is {_STATUS[job.status]}, not completed; while it runs, "
@@ -112,4 +113,4 @@ async def video_content(video_id: str) -> Response:
             param="video_id",
             code="video_not_ready" if not job.finished else "video_failed",
         )
-    return await video_file_response(job)
+    return await video_file_response(service, job)

@@ -56,7 +56,7 @@ async def _start(service: Service, command: framing.Command) -> Follower:
     if isinstance(command, framing.Cancel):
         raise Conflict("nothing to cancel: start or subscribe to a job first", param="cancel")
     if isinstance(command, framing.Subscribe):
-        job = service.manager.get(command.job_id)
+        job = await service.manager.get(command.job_id)
         return await open_follower(service, job, command.from_seq)
     params = parse(GenerationParams, command.params)
     job = await service.manager.submit(params, request_scoped=True)

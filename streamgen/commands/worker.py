@@ -1,0 +1,128 @@
+"""`streamgen worker`: a generation worker for scale-out.
+
+Takes jobs from the Redis queue (priority order, FIFO within a priority), runs them on
+this machine's model, publishes their events through Redis and heartbeats while it runs
+them. API replicas (`streamgen serve` with `embedded_worker: false`) accept the jobs;
+any replica streams them. SIGTERM/SIGINT: stop taking jobs, give running ones
+`graceful_timeout_seconds` to finish, then cancel them (an `error` event, `shutting_down`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from segment_pipeline import BACKENDS
+
+from ..config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("streamgen.worker")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run a generation worker that takes jobs from Redis",
+        description="Take jobs from the Redis queue shared with `streamgen serve` replicas, "
+        "generate them on this machine and publish their segments through Redis.",
+    )
+    p.add_argument("--config", type=Path, help="YAML settings file")
+    p.add_argument("--broker", help="Redis URL (redis://host:6379/0); required, here or in config")
+    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument("--model-path", help="local model directory (real checkpoints)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--concurrency", type=int, help="jobs run at once (default max_concurrent_jobs, 1)"
+    )
+    p.add_argument("--worker-id", help="name in logs and job state (default host:pid:random)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Defaults, then --config (or STREAMGEN_CONFIG), then STREAMGEN_*, then the flags."""
+    settings = load_settings(args.config or os.environ.get("STREAMGEN_CONFIG"))
+    settings = settings.replace(
+        broker=args.broker,
+        backend=args.backend,
+        model_path=args.model_path,
+        device=args.device,
+        max_concurrent_jobs=args.concurrency,
+    )
+    if settings.broker == "memory":
+        raise ConfigError(
+            "a worker needs a Redis broker (--broker redis://host:6379/0 or "
+            "STREAMGEN_BROKER): with the memory broker `streamgen serve` runs its own jobs"
+        )
+    if settings.max_concurrent_jobs < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {settings.max_concurrent_jobs}")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"streamgen worker: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve_worker(settings, worker_id=args.worker_id))
+    except Exception as exc:  # model load or Redis unreachable: say what, not a traceback
+        log.debug("worker failed", exc_info=exc)
+        print(f"streamgen worker: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve_worker(
+    settings: Settings, *, worker_id: str | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run a worker until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
+    from segment_pipeline import SegmentPipeline
+
+    from ..app import _load_generator
+    from ..broker import make_broker
+    from ..jobstore import RedisJobStore
+    from ..worker import Worker
+
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    generator = await asyncio.to_thread(_load_generator, settings)
+    broker = make_broker(
+        settings.broker,
+        backlog_ttl_s=settings.backlog_ttl_seconds,
+        max_backlog_bytes=settings.max_backlog_bytes,
+    )
+    await broker.start()
+    store = RedisJobStore(settings, broker, identity=worker_id)
+    try:
+        await store.start()
+        worker = Worker(settings, SegmentPipeline(generator, settings.encoder_options), broker,
+                        store)  # fmt: skip
+        worker.start()
+        log.info(
+            "worker %s ready: model %s, %d job(s) at a time, taking jobs from %s",
+            store.identity, generator.name, worker.concurrency, _redact(settings.broker),
+        )  # fmt: skip
+        await stop.wait()
+        log.info("worker %s stopping", store.identity)
+        await worker.stop(settings.graceful_timeout_seconds)
+    finally:
+        await store.close()
+        await broker.close()
+
+
+def _redact(url: str) -> str:
+    from ..broker.redis import _redact as redact
+
+    return redact(url)
