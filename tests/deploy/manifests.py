@@ -2,25 +2,28 @@
 
 Pure functions over text (Dockerfile, .dockerignore, nginx.conf, durations) and one that
 turns a container's command line, environment and mounted files into the `Settings` the
-CLI would build, through the real argparse parser and `load_settings`.
+CLI would build, through the real argparse parser and the command's own `settings_from`.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from unittest.mock import patch
 from urllib.parse import urlsplit
 
 import yaml
 
 from streamgen.cli import build_parser
-from streamgen.config import Settings, load_settings
+from streamgen.config import ENV_PREFIX, ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -205,21 +208,29 @@ def effective_settings(
     scratch: Path,
     where: str,
 ) -> tuple[argparse.Namespace, Settings]:
-    """The parsed command and the settings `streamgen ARGV` would run with: defaults, the
-    `--config` (or STREAMGEN_CONFIG) file taken from `files` (container path to text), the
-    STREAMGEN_* variables of `env`, then every flag named like a setting (as the commands'
-    own `settings_from` do)."""
+    """The parsed command and the settings `streamgen ARGV` would run with, built by the
+    command's own `settings_from(args)`: defaults, the `--config` (or STREAMGEN_CONFIG)
+    file taken from `files` (container path to text), the STREAMGEN_* variables of `env`
+    (in place of this process's for the call), then the flags."""
     args = parse_command(argv, where)
-    config = getattr(args, "config", None) or env.get("STREAMGEN_CONFIG")
-    local: Path | None = None
+    command = importlib.import_module(f"streamgen.commands.{args.command}")
+    variables = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    config = getattr(args, "config", None) or variables.pop(ENV_PREFIX + "CONFIG", None)
     if config is not None:
         if str(config) not in files:
             raise DeployFileError(f"{where}: config {str(config)!r} is not mounted there")
         local = scratch / "settings.yaml"
         local.write_text(files[str(config)])
-    settings = load_settings(local, environ=env)
-    flags = {k: v for k, v in vars(args).items() if k in SETTING_NAMES}
-    return args, settings.replace(**flags)
+        args.config = local
+    with patch.dict(os.environ):
+        for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+            del os.environ[key]
+        os.environ.update(variables)
+        try:
+            settings = command.settings_from(args)
+        except ConfigError as exc:
+            raise DeployFileError(f"{where}: {exc}") from exc
+    return args, settings
 
 
 @dataclass(frozen=True)
