@@ -33,12 +33,14 @@ CHROMIUM_ARGS = [
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it is open, and other packages' tests call asyncio.run().
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
-    """One headless Chromium for the session."""
+    """One headless Chromium for the player tests."""
     if shutil.which(CHROMIUM) is None:
-        pytest.skip(f"the player tests need Debian chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        pytest.fail(f"the player tests need Debian chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
