@@ -39,8 +39,9 @@ REPO = Path(__file__).resolve().parents[2]
 def browser() -> Iterator[object]:
     """One headless Chromium for the player tests."""
     if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"the player tests need Debian chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(f"the player tests need Debian chromium at {CHROMIUM} (apt-get install)")
     from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
