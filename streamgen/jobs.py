@@ -300,10 +300,17 @@ class JobManager:
             self._spawn(self._cancel_orphan(job))
 
     async def _cancel_orphan(self, job: Job) -> None:
-        if await self.store.held_elsewhere(job) or job.leases:
-            return  # a subscriber on another replica (or a new one here) holds it
-        with contextlib.suppress(Conflict):  # it finished meanwhile
-            await self.cancel(job, "cancelled", "the last subscriber disconnected")
+        try:
+            if await self.store.held_elsewhere(job) or job.leases:
+                if job.leases:
+                    self.store.lease_held(job)
+                return  # a subscriber on another replica (or a new one here) holds it
+            with contextlib.suppress(Conflict):  # it finished meanwhile
+                await self.cancel(job, "cancelled", "the last subscriber disconnected")
+        except (BrokerError, ServiceUnavailable) as exc:
+            # The store is closed (shutting down) or Redis is away: the job's lease lapses
+            # and any replica's reaper cancels it unless a client resumes it elsewhere.
+            log.info("job %s: not cancelled here (%s); its lease will lapse", job.id, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -147,6 +147,10 @@ class JobStore(ABC):
         del job, kind, data
         return True
 
+    async def give_back(self, job: Job) -> None:
+        """Put a job this worker took back in the queue, unfinished (shared stores)."""
+        raise NotImplementedError(f"{type(self).__name__} has no other worker to give to")
+
 
 class MemoryJobStore(JobStore):
     """Jobs of this process only: a dict, and a priority queue (FIFO within a priority).
@@ -517,7 +521,14 @@ class RedisJobStore(JobStore):
         self.prefix = key_prefix
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.heartbeat_s = settings.worker_heartbeat_seconds
+        if settings.worker_dead_after_seconds <= settings.worker_heartbeat_seconds:
+            raise ValueError(
+                "worker_dead_after_seconds must be more than worker_heartbeat_seconds, got "
+                f"{settings.worker_dead_after_seconds} <= {settings.worker_heartbeat_seconds}"
+            )
         self.dead_ms = max(1, round(settings.worker_dead_after_seconds * 1000))
+        # A replica's lease outlives it this long: its clients' time to resume elsewhere.
+        self.lease_ms = max(self.dead_ms, round(settings.resume_grace_seconds * 1000))
         self.finished_ttl_ms = max(1, round(settings.backlog_ttl_seconds * 1000))
         self.op_timeout_s = op_timeout_s
         self.poll_s = poll_s
@@ -577,11 +588,11 @@ class RedisJobStore(JobStore):
         self._stopping = True
         self._wake.set()
         tasks = [t for t in (self._listener, self._keeper, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        while tasks:  # cancel again if a library swallowed the first cancellation
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=1.0)
+            tasks = [task for task in tasks if not task.done()]
         if self._redis is not None:
             with contextlib.suppress(*REDIS_DOWN):
                 await self._redis.zrem(self._workers_key, self.identity)
@@ -616,7 +627,7 @@ class RedisJobStore(JobStore):
             "create",
             f"record job {job.id}",
             [self._job_key(job.id), self._leases_key(job.id), self._active_key],
-            [lease, self.dead_ms, "", 0, *_pairs(record)],
+            [lease, self.lease_ms, "", 0, *_pairs(record)],
         )
         if not created:
             raise ServiceError(f"job id {job.id} is already taken")
@@ -716,7 +727,7 @@ class RedisJobStore(JobStore):
                 self._spawn(self._refresh([handle]))
 
     def lease_held(self, job: Job) -> None:
-        self._spawn(self._lease(job.id, self.dead_ms))
+        self._spawn(self._lease(job.id, self.lease_ms))
 
     def lease_dropped(self, job: Job, grace_s: float) -> None:
         self._spawn(self._lease(job.id, round(grace_s * 1000) if grace_s > 0 else None))
@@ -751,7 +762,7 @@ class RedisJobStore(JobStore):
                 self._running[job.id] = job
                 self._records[job.id] = fields
                 if self._stopping:  # stopped while taking it: give it back
-                    await self._give_back(job)
+                    await self.give_back(job)
                     return None
                 await self._check_cancel(job)
                 return job
@@ -814,7 +825,9 @@ class RedisJobStore(JobStore):
             await self._restore_running(job)  # Redis lost it: put ours back, then again
         return False
 
-    async def _give_back(self, job: Job) -> None:
+    async def give_back(self, job: Job) -> None:
+        """Requeue `job` where it was (its attempt not counted): another worker continues
+        its log. Fenced: nothing happens if the job is no longer this worker's."""
         self._running.pop(job.id, None)
         self._records.pop(job.id, None)
         await self._script(
@@ -1006,7 +1019,7 @@ class RedisJobStore(JobStore):
         """Every `worker_heartbeat_seconds`: heartbeat running jobs and this worker, hold
         leases, refresh handles, reap lapsed jobs and orphaned request-scoped ones."""
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.closed:
             await asyncio.sleep(self.heartbeat_s)  # the keeper's period, not a sync wait
             if not self._connected.is_set():
                 continue
@@ -1046,7 +1059,7 @@ class RedisJobStore(JobStore):
             state, cancel = _text(reply[0]), reply[1]
             if state == "missing":
                 await self._restore_running(job)
-            elif state == "lost" and job.id in self._running:
+            elif state == "lost" and self._running.pop(job.id, None) is not None:
                 log.warning("job %s was taken from this worker; stopping it", job.id)
                 job.cancel_code = "worker_lost"
                 job.cancel_message = "the job was taken from this worker"
@@ -1057,7 +1070,7 @@ class RedisJobStore(JobStore):
     async def _hold_leases(self) -> None:
         for job in list(self._jobs.values()):
             if job.leases and job.request_scoped and not job.finished:
-                await self._lease(job.id, self.dead_ms)
+                await self._lease(job.id, self.lease_ms)
 
     async def _refresh_open(self) -> None:
         await self._refresh([job for job in self._jobs.values() if not job.finished])
@@ -1182,7 +1195,7 @@ class RedisJobStore(JobStore):
             "create",
             f"restore job {job_id}",
             [self._job_key(job_id), self._leases_key(job_id), self._active_key],
-            [lease, self.dead_ms, "", 0, *_pairs(record)],
+            [lease, self.lease_ms, "", 0, *_pairs(record)],
         )
         if not restored:
             return

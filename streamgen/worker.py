@@ -48,6 +48,8 @@ from .jobstore import JobStore
 
 log = logging.getLogger(__name__)
 
+HAND_BACK = "handed_back"  # cancel code: stop generating and requeue the job (shutdown)
+
 
 class Worker:
     """Runs jobs from `store`: `start()` on a loop, `await stop(grace_s)` to end."""
@@ -79,8 +81,10 @@ class Worker:
             self._loops.append(asyncio.create_task(self._work(), name=f"job-worker-{index}"))
 
     async def stop(self, grace_s: float) -> None:
-        """Take no more jobs; running ones get `grace_s` seconds to finish, then are
-        cancelled with an `error` event (code ``shutting_down``)."""
+        """Take no more jobs; running ones get `grace_s` seconds to finish. Then, with a
+        shared store, they go back to the queue (another worker takes them over and
+        continues their logs); with the memory store they are cancelled with an `error`
+        event (code ``shutting_down``)."""
         self.store.stop_claiming()
         running = list(self.running.values())
         if running:
@@ -89,7 +93,9 @@ class Worker:
             )
         for job in running:
             if not job.finished:
-                job.cancel_code = "shutting_down"
+                # Shared store: hand the job back to the queue (another worker continues its
+                # log); in one process there is no other worker, so it ends.
+                job.cancel_code = HAND_BACK if self.store.shared else "shutting_down"
                 job.cancel_message = "the server is shutting down"
                 job.cancel.set()
         if running:
@@ -217,6 +223,11 @@ class Worker:
     async def _end(self, job: Job, status: JobStatus, error: ServiceError | None) -> None:
         """Record the outcome, then publish the terminal event (state first, so whoever
         sees the event sees the final state)."""
+        if job.cancel_code == HAND_BACK and status == "cancelled":
+            await self.store.give_back(job)
+            log.info("job %s: handed back to the queue for another worker", job.id)
+            job.done.set()
+            return
         job.status, job.error, job.finished_at = status, error, time.time()
         if error is None:
             kind, data = "complete", complete_data(job)

@@ -1,0 +1,162 @@
+"""`RedisJobStore` in this process on a private redis-server (no model, no HTTP): the queue's
+order, atomic claims by competing workers, the reaper, fencing of a worker that lost its
+job, and the request's round trip through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+
+from segment_pipeline import ResolvedRequest
+from streamgen.broker import RedisBroker
+from streamgen.config import Settings
+from streamgen.jobs import Job, publish
+from streamgen.jobstore import RedisJobStore, pack_request, unpack_request
+from tests.redis_server import RedisServer, running_redis
+
+pytestmark = pytest.mark.redis
+
+REQUEST = ResolvedRequest(
+    prompt="a red ball", negative_prompt="", seed=1, width=64, height=64, fps=8.0,
+    total_frames=28, num_inference_steps=2, guidance_scale=1.0, segment_frames=12,
+    overlap_frames=4,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@asynccontextmanager
+async def store(url: str, name: str, **settings: object) -> AsyncIterator[RedisJobStore]:
+    values = {"broker": url, "worker_heartbeat_seconds": 0.05,
+              "worker_dead_after_seconds": 0.4, **settings}  # fmt: skip
+    broker = RedisBroker(url)
+    await broker.start()
+    jobs = RedisJobStore(Settings().replace(**values), broker, identity=name)
+    await jobs.start()
+    try:
+        yield jobs
+    finally:
+        await jobs.close()
+        await broker.close()
+
+
+async def queue(jobs: RedisJobStore, priority: int, **fields: object) -> Job:
+    job = Job(
+        id="job_" + secrets.token_hex(6), request=REQUEST, model="m", priority=priority,
+        request_scoped=False, **fields,  # type: ignore[arg-type]
+    )  # fmt: skip
+    await jobs.create(job)
+    await publish(jobs.broker, job, "start", {"init_segment": b"init"})
+    await jobs.enqueue(job)
+    return job
+
+
+def test_claims_take_priority_order_fifo_within_and_never_twice(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        async with (
+            store(redis_server.url, "api") as api,
+            store(redis_server.url, "w1") as w1,
+            store(redis_server.url, "w2") as w2,
+        ):
+            priorities = [0, 5, 0, -3, 5, 100, 0, -100]
+            queued = [await queue(api, p) for p in priorities]
+            assert (await api.counts())[0] == len(priorities)
+            in_order = [await w1.claim() for _ in priorities]
+            expected = sorted(queued, key=lambda job: -job.priority)  # stable: FIFO within
+            assert [job.id for job in in_order if job] == [job.id for job in expected]
+            assert (await api.counts()) == (0, len(priorities))
+
+            # Workers competing for the same queue: every job is taken exactly once.
+            queued = [await queue(api, p % 3) for p in range(12)]
+            claims = await asyncio.gather(*(ws.claim() for ws in [w1, w2] * 6))
+            claimed = [job.id for job in claims if job is not None]
+            assert sorted(claimed) == sorted(job.id for job in queued), "a job taken twice"
+            assert {job.worker for job in claims if job} == {"w1", "w2"}
+
+    asyncio.run(main())
+
+
+def test_a_silent_worker_loses_its_job_and_cannot_write_it_any_more(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        async with store(redis_server.url, "api") as api:
+            job = await queue(api, 0)
+            async with store(redis_server.url, "dead") as dead:
+                taken = await dead.claim()
+                assert taken is not None and taken.id == job.id
+                dead._keeper.cancel()  # type: ignore[union-attr]  # it stops heartbeating
+                state = await api.get(job.id)
+                assert state.status == "running" and state.worker == "dead"
+                await asyncio.wait_for(state.done.wait(), 10)  # the api's reaper ends it
+                assert state.status == "failed" and state.error is not None
+                assert state.error.code == "worker_lost"
+                events = await api.broker.backlog(job.id)
+                assert [e.type for e in events] == ["start", "error"]
+                assert events[-1].data["code"] == "worker_lost"
+                taken.segments_done = 3
+                assert not await dead.record(taken, "segment", {}), "a lost job was written"
+                assert (await api.get(job.id)).segments_done == 0
+
+    asyncio.run(main())
+
+
+def test_a_retried_job_goes_back_to_the_queue_once(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        async with store(redis_server.url, "api") as api:
+            job = await queue(api, 0, max_attempts=2)
+            for attempt in (1, 2):
+                async with store(redis_server.url, f"w{attempt}") as worker:
+                    taken = await worker.claim()
+                    assert taken is not None and taken.attempt == attempt
+                    worker._keeper.cancel()  # type: ignore[union-attr]
+                    state = await api.get(job.id)
+                    if attempt == 1:
+
+                        async def requeued() -> None:
+                            while (await api.get(job.id)).status != "queued":
+                                await asyncio.sleep(0.05)  # polling under wait_for's deadline
+
+                        await asyncio.wait_for(requeued(), 10)
+                    else:
+                        await asyncio.wait_for(state.done.wait(), 10)
+                        assert state.status == "failed" and state.attempt == 2
+
+    asyncio.run(main())
+
+
+def test_a_request_and_its_pixels_survive_the_round_trip() -> None:
+    image = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+    request = ResolvedRequest(**{**REQUEST.__dict__, "reference_image": image})
+    back = unpack_request(pack_request(request))
+    assert back == request  # arrays are not compared by the dataclass
+    assert back.reference_image is not None and np.array_equal(back.reference_image, image)
+    assert unpack_request(pack_request(request, arrays=False)).reference_image is None
+
+
+def test_a_stopping_worker_gives_its_job_back_uncounted(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        async with store(redis_server.url, "api") as api:
+            job = await queue(api, 0)
+            async with store(redis_server.url, "leaving") as leaving:
+                taken = await leaving.claim()
+                assert taken is not None and taken.attempt == 1
+                await leaving.give_back(taken)
+                assert (await api.get(job.id)).status == "queued"
+            async with store(redis_server.url, "next") as next_worker:
+                again = await next_worker.claim()
+                assert again is not None and again.id == job.id
+                assert again.attempt == 1, "a hand-back must not use up the job's attempts"
+
+    asyncio.run(main())
