@@ -23,6 +23,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,15 @@ async def follow(replicas: list[Replica], job_id: str, count: int) -> list[Subsc
     subscribers = [Subscriber(path) for _ in range(count)]
     for first in range(0, count, 50):  # connect in waves: the listen backlog is finite
         await asyncio.gather(*(
-            loop.create_connection(lambda s=s: s, "127.0.0.1", replicas[i % len(replicas)].port)
+            loop.create_connection(_factory(s), "127.0.0.1", replicas[i % len(replicas)].port)
             for i, s in enumerate(subscribers[first : first + 50], start=first)
         ))  # fmt: skip
     await asyncio.wait_for(asyncio.gather(*(s.started.wait() for s in subscribers)), 120)
     return subscribers
+
+
+def _factory(subscriber: Subscriber) -> Callable[[], Subscriber]:
+    return lambda: subscriber
 
 
 async def hold_queue(client: httpx.AsyncClient, base: str) -> str:
@@ -115,7 +120,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def lag_runs(a: Replica, b: Replica, request: dict[str, Any], jobs: int) -> dict[str, Any]:
+async def lag_runs(
+    a: Replica, b: Replica, request: dict[str, Any], jobs: int
+) -> dict[tuple[str, str], list[float]]:
     lags: dict[tuple[str, str], list[float]] = {}
     async with httpx.AsyncClient(timeout=120) as client:
         for _ in range(jobs):
@@ -128,7 +135,7 @@ async def lag_runs(a: Replica, b: Replica, request: dict[str, Any], jobs: int) -
             for name, subs in (("A", on_a), ("B", on_b)):
                 for kind, lag in subs[0].lags:
                     lags.setdefault((name, kind), []).append(lag * 1000)
-    return {key: values for key, values in lags.items()}
+    return lags
 
 
 async def bytes_run(

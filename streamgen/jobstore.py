@@ -845,7 +845,7 @@ class RedisJobStore(JobStore):
         if request:
             self._apply_cancel(job, request)
 
-    def _apply_cancel(self, job: Job, request: bytes) -> None:
+    def _apply_cancel(self, job: Job, request: bytes | str) -> None:
         if job.cancel.is_set():
             return
         fields = msgpack.unpackb(request, raw=False)
@@ -1124,7 +1124,7 @@ class RedisJobStore(JobStore):
                     code="worker_lost",
                 )
                 status_text = "failed"
-            terminal_value = {"type": "error", "data": error_data(error)}
+            terminal_value: dict[str, Any] = {"type": "error", "data": error_data(error)}
             now = time.time()
             done = await self._script(
                 "lapse",

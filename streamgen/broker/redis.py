@@ -36,6 +36,11 @@ restore also re-publishes the job's latest event, so subscribers on all replicas
 empty backlog meanwhile see a gap and catch up from the restored backlog. Events published
 while Redis was down are not lost: `publish` retries with backoff for `op_timeout_s`, then
 raises `BrokerUnavailable`.
+
+When a job's log changes hands (scale-out: the API replica publishes `start`, a worker the
+rest), exactly one broker must hold the copy: the replica calls `disown(job)` after `start`,
+and the worker `adopt(events)` with the backlog it takes over, so a restore never puts an
+older, shorter log back over a newer one.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class Cluster:
         self.env = {**FAST, "STREAMGEN_BROKER": self.redis.url, **(env or {})}
         self._dir = tempfile.TemporaryDirectory(prefix="streamgen-cluster-")
         self.log_dir = Path(self._dir.name)
-        self.processes: list[Process] = []
+        self.processes: list[Process] = []  # replicas and workers
 
     def serve(
         self, name: str, *, embedded_worker: bool = False, env: Mapping[str, str] | None = None
@@ -145,7 +145,7 @@ class Cluster:
         every live worker has registered in Redis."""
         deadline = time.monotonic() + timeout_s
         while True:
-            pending = []
+            pending: list[Process] = []
             registered = self.workers_registered()
             for process in self.processes:
                 if process.ended:
