@@ -19,11 +19,10 @@ from werkzeug.exceptions import HTTPException
 
 from segment_pipeline import PipelineError, SegmentedGenerator, SegmentPipeline, load_generator
 
-from .broker import make_broker
 from .config import Settings, load_settings
 from .errors import ServiceError, from_http_exception, from_pipeline_error
 from .jobs import JobManager
-from .jobstore import make_store
+from .jobstore import broker_for, make_store
 from .routes import BLUEPRINTS
 from .routes.static import default_static_dir
 from .service import EXTENSION, Service
@@ -69,11 +68,7 @@ async def drain(app: Quart) -> None:
 async def _start(settings: Settings, generator: SegmentedGenerator | None) -> Service:
     if generator is None:
         generator = await asyncio.to_thread(_load_generator, settings)
-    broker = make_broker(
-        settings.broker,
-        backlog_ttl_s=settings.backlog_ttl_seconds,
-        max_backlog_bytes=settings.max_backlog_bytes,
-    )
+    broker = broker_for(settings)
     await broker.start()
     try:
         store = make_store(settings, broker)

@@ -67,6 +67,7 @@ class Settings:
     worker_heartbeat_seconds: float = 2.0
     worker_dead_after_seconds: float = 10.0
     worker_retry_failed_jobs: bool = False
+    redis_key_prefix: str = "streamgen"  # namespace of every key and channel in Redis
 
     @property
     def limits(self) -> Limits:

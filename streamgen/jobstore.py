@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from segment_pipeline import ResolvedRequest
 
+from .broker import make_broker
 from .broker.base import Broker, BrokerClosed, BrokerUnavailable, Event, OutOfOrderEvent
 from .config import Settings
 from .errors import (
@@ -1260,7 +1261,18 @@ def make_store(settings: Settings, broker: Broker) -> JobStore:
     """The store for `settings.broker`: in this process for ``memory``, else in Redis."""
     if settings.broker == "memory":
         return MemoryJobStore(settings, broker)
-    return RedisJobStore(settings, broker)
+    return RedisJobStore(settings, broker, key_prefix=settings.redis_key_prefix)
+
+
+def broker_for(settings: Settings) -> Broker:
+    """The (unstarted) broker `settings` name, with their backlog limits and Redis prefix."""
+    options: dict[str, Any] = {
+        "backlog_ttl_s": settings.backlog_ttl_seconds,
+        "max_backlog_bytes": settings.max_backlog_bytes,
+    }
+    if settings.broker != "memory":
+        options["key_prefix"] = settings.redis_key_prefix
+    return make_broker(settings.broker, **options)
 
 
 # --- serialising a job for Redis ---------------------------------------------------------

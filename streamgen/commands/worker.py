@@ -88,8 +88,7 @@ async def serve_worker(
     from segment_pipeline import SegmentPipeline
 
     from ..app import _load_generator
-    from ..broker import make_broker
-    from ..jobstore import RedisJobStore
+    from ..jobstore import RedisJobStore, broker_for
     from ..worker import Worker
 
     if stop is None:
@@ -98,13 +97,10 @@ async def serve_worker(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
     generator = await asyncio.to_thread(_load_generator, settings)
-    broker = make_broker(
-        settings.broker,
-        backlog_ttl_s=settings.backlog_ttl_seconds,
-        max_backlog_bytes=settings.max_backlog_bytes,
-    )
+    broker = broker_for(settings)
     await broker.start()
-    store = RedisJobStore(settings, broker, identity=worker_id)
+    store = RedisJobStore(settings, broker, key_prefix=settings.redis_key_prefix,
+                          identity=worker_id)  # fmt: skip
     try:
         await store.start()
         worker = Worker(settings, SegmentPipeline(generator, settings.encoder_options), broker,
