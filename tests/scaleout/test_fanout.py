@@ -99,8 +99,11 @@ def test_cancel_on_b_stops_the_worker_running_a_job_from_a(cluster: Cluster) -> 
             check_log(events)
             kind, last = events[-1]
             assert kind == "error" and last["code"] == "cancelled"
-            after = [k for k, d in events if k == "segment" and d["time"] > asked]
-            assert len(after) <= 1, "the worker kept generating segments after the cancel"
+            # Generation stops within a denoising step of the cancel reaching the worker; a
+            # few events were already on their way (each segment here is one step, and up
+            # to two generated segments may still be waiting for the encoder).
+            after = [k for k, d in events if k in ("progress", "segment") and d["time"] > asked]
+            assert len(after) <= 6, f"the worker went on after the cancel: {after}"
             assert (await client.delete(f"{a.url}/v1/jobs/{job_id}")).status_code == 409
 
             # The worker is free again: the next job runs and completes.

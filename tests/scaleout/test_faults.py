@@ -1,10 +1,12 @@
 """Process faults, with real processes on a private Redis: a worker killed mid-job (its job
 fails with `worker_lost`, or is retried once by another worker without a doubled segment),
-and a replica killed mid-stream (its client resumes on another with `Last-Event-ID`).
+a replica killed mid-stream (its client resumes on another with `Last-Event-ID`), and a
+worker stopped gracefully (its job goes back to the queue and the next worker continues it).
 
 Replica A records jobs with one attempt, replica B with two (`worker_retry_failed_jobs`
 is the submitting replica's setting, kept in the job). The tests run in order: the first
-kills worker W and starts W2, the second kills replica A.
+kills worker W and starts W2, the second kills replica A, the third stops W2 (SIGTERM) and
+starts W3.
 """
 
 from __future__ import annotations
@@ -118,5 +120,34 @@ def test_a_killed_replicas_client_resumes_on_another(cluster: Cluster) -> None:
             # Same bytes as a subscriber of B from the start (segments: self-contained form
             # on /generate-stream, both forms on /v1/jobs events).
             assert video_of(reference.events) == video_of(events)
+
+    asyncio.run(main())
+
+
+def test_a_stopping_worker_hands_its_job_to_the_next(cluster: Cluster) -> None:
+    _, b = replicas(cluster)
+    (w2,) = (p for p in cluster.processes if p.name == "w2")
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            unbounded = small_job(unbounded=True, num_steps=1, seed=9)
+            del unbounded["num_frames"]
+            job_id = await submit(client, b.url, unbounded)  # a hand-back uses no attempt
+            events = Follower(client, f"{b.url}/v1/jobs/{job_id}/events")
+            await events.segments(2)
+            # SIGTERM: no new jobs, `graceful_timeout_seconds` (5 s here), then hand-back.
+            await asyncio.to_thread(w2.stop)
+            state = await job_state(client, b.url, job_id)
+            assert state["status"] == "queued", state  # not failed, not cancelled
+            handed = sum(k == "segment" for k, _ in events.events)
+            cluster.worker("w3")
+            cluster.wait_ready()
+            await events.segments(handed + 2)  # w3 continues the log
+            assert (await client.delete(f"{b.url}/v1/jobs/{job_id}")).status_code == 200
+            log = await events.finish()
+            check_log(log)  # nothing lost, nothing doubled across the hand-over
+            assert log[-1][0] == "error" and log[-1][1]["code"] == "cancelled"
+            frames = sum(d["num_frames"] for k, d in log if k == "segment")
+            assert len(decode(video_of(log))) == frames
 
     asyncio.run(main())
