@@ -31,6 +31,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument("--broker", help="'memory' (one process) or a Redis URL (redis://host:6379/0)")
+    p.add_argument(
+        "--embedded-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run jobs in this process (default) or, with --no-embedded-worker, leave them to "
+        "`streamgen worker` processes on the Redis queue (an API-only replica)",
+    )
     p.add_argument("--certfile", help="TLS certificate (PEM) for HTTP/2 over TLS")
     p.add_argument("--keyfile", help="TLS private key (PEM)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -49,6 +56,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         model_path=args.model_path,
         device=args.device,
         broker=args.broker,
+        embedded_worker=args.embedded_worker,
         certfile=args.certfile,
         keyfile=args.keyfile,
     )

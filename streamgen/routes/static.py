@@ -25,9 +25,15 @@ async def _send(name: str) -> Response:
     if directory is None or not directory.is_dir():
         raise NotFound("the browser player is not installed (no static/ directory)")
     try:
-        return await send_from_directory(directory, name)
+        response = await send_from_directory(directory, name)
     except WerkzeugNotFound as exc:
         raise NotFound(f"no static file {name!r}", param="path") from exc
+    # The player is a few small modules: revalidate each time (ETag), so a browser never
+    # mixes an old module with a new one after an upgrade.
+    response.cache_control.max_age = None
+    response.cache_control.public = False
+    response.cache_control.no_cache = True
+    return response
 
 
 @api_route(

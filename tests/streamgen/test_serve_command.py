@@ -29,6 +29,13 @@ def test_flags_override_config_and_environment(
     assert settings.max_queued_jobs == 7
 
 
+def test_api_only_replica_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMGEN_EMBEDDED_WORKER", "true")
+    api_only = build_parser().parse_args(["serve", "--no-embedded-worker"])
+    assert settings_from(api_only).embedded_worker is False
+    assert settings_from(build_parser().parse_args(["serve"])).embedded_worker is True
+
+
 def test_a_certificate_needs_its_key() -> None:
     args = build_parser().parse_args(["serve", "--certfile", "cert.pem"])
     with pytest.raises(ConfigError, match="keyfile"):

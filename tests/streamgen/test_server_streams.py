@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.redis_server import RedisServer
 from tests.server import running_server
 from tests.streamgen.stream_reading import (
     SMALL,
@@ -250,25 +251,30 @@ def test_generate_waits_and_answers_in_each_format(server_url: str) -> None:
 
 @pytest.mark.redis
 def test_redis_broker_carries_the_same_stream() -> None:
-    """The same job over a server whose broker is Redis (127.0.0.1:6379)."""
-    with running_server({"broker": "redis://127.0.0.1:6379/0"}) as url:
-
-        async def scenario() -> tuple[Any, Any, bytes]:
-            async with httpx.AsyncClient(timeout=60) as client:
-                job = (await client.post(f"{url}/v1/jobs", json=SMALL)).json()
-                sse, ws, (body, _) = await asyncio.gather(
-                    read_sse(client, "GET", f"{url}/v1/jobs/{job['id']}/events"),
-                    read_ws(url, {"subscribe": job["id"]}),
-                    read_body(client, f"{url}/v1/jobs/{job['id']}/video.mp4"),
-                )
-                return sse, ws, body
-
-        sse, ws, body = asyncio.run(scenario())
+    """The same job over a server whose broker is a private redis-server."""
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        with running_server({"broker": redis_server.url}) as url:
+            sse, ws, body = asyncio.run(_three_readers(url))
+    finally:
+        redis_server.close()
     assert sse.events[-1][1]["total_segments"] == 3 and sse.events[-1][1]["total_frames"] == 28
     fragments = [b64(data, "fragment") for kind, data in sse.events if kind == "segment"]
     assert fragments == [m["data"]["fragment"] for m in ws.messages if m["type"] == "segment"]
     assert body == b64(sse.events[0][1], "init_segment") + b"".join(fragments)
     assert len(decode(body)) == 28
+
+
+async def _three_readers(url: str) -> tuple[Any, Any, bytes]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        job = (await client.post(f"{url}/v1/jobs", json=SMALL)).json()
+        sse, ws, (body, _) = await asyncio.gather(
+            read_sse(client, "GET", f"{url}/v1/jobs/{job['id']}/events"),
+            read_ws(url, {"subscribe": job["id"]}),
+            read_body(client, f"{url}/v1/jobs/{job['id']}/video.mp4"),
+        )
+        return sse, ws, body
 
 
 def test_text_subscribers_may_take_one_byte_form(one_job: dict[str, Any], server_url: str) -> None:
