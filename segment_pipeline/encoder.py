@@ -111,6 +111,7 @@ class FragmentedMP4Encoder:
                 buffer, "w", format="mp4", container_options={"movflags": _MOVFLAGS}
             ) as container:
                 stream = container.add_stream(self.options.codec, rate=self.rate)
+                assert isinstance(stream, av.VideoStream)
                 stream.width = self.width
                 stream.height = self.height
                 stream.pix_fmt = "yuv420p"

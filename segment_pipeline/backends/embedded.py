@@ -94,7 +94,8 @@ class EmbeddedGenerator(SegmentedGenerator):
         sample = torch.randn(given_packed.shape, generator=noise_gen).to(self.device)
 
         # 4. Denoise
-        scheduler = model.make_scheduler()
+        # diffusers sets the scheduler's attributes from its config, which mypy cannot see.
+        scheduler: Any = model.make_scheduler()
         scheduler.set_timesteps(request.num_inference_steps, device=self.device)
         total = len(scheduler.timesteps)
         for step, t in enumerate(scheduler.timesteps):
