@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from segment_pipeline.backends.embedded import EmbeddedGenerator
 from segment_pipeline.embedded_model import ModelConfig, TinyVideoDiffusion
+from segment_pipeline.request import GenerationRequest
 from segment_pipeline.train import TrainConfig, Trainer, draw_given_count, main, make_batch
+from segment_pipeline.world import observe
 
 TINY = ModelConfig(
     frames=4,
@@ -96,3 +100,21 @@ def test_command_line(tmp_path: Path) -> None:
           str(config_path), "--seed", "3", "--resume"])  # fmt: skip
     assert json.loads((out / "training.json").read_text())["steps"] == 3
     assert TinyVideoDiffusion.load(out / "model").config == TINY
+
+
+def test_shipped_weights_draw_the_prompted_colour() -> None:
+    generator = EmbeddedGenerator()
+    assert generator.model.config.unet_predicts == "x0"
+    prompts = {
+        "a red ball moving right": "red",
+        "a green box moving left on a black background": "green",
+        "a blue circle rising": "blue",
+        "a yellow block falling on a dark background": "yellow",
+    }
+    hits = 0
+    for seed, (prompt, colour) in enumerate(prompts.items()):
+        request = GenerationRequest(prompt, seed=seed, num_frames=12, guidance_scale=3.0)
+        frames = np.concatenate([s.frames for s in generator.segments(request)])
+        seen = Counter(observe(f).colour for f in frames).most_common(1)[0][0]
+        hits += seen == colour
+    assert hits >= 2
