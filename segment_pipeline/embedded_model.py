@@ -161,7 +161,8 @@ class TinyVideoDiffusion(nn.Module):
         if config.unet_predicts not in ("v", "x0"):
             raise ValueError(f"unet_predicts must be 'v' or 'x0', got {config.unet_predicts!r}")
         # Not a parameter: rebuilt from the config, so saved weights do not carry it.
-        alphas = self.make_scheduler().alphas_cumprod.clone().float()
+        scheduler: Any = self.make_scheduler()  # diffusers config attributes are untyped
+        alphas = scheduler.alphas_cumprod.clone().float()
         self.register_buffer("alphas_cumprod", alphas, persistent=False)
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,13 +203,15 @@ class TinyVideoDiffusion(nn.Module):
         _, _, h, w = noisy.shape
         mask_planes = given_mask[:, :, None, None].to(noisy.dtype).expand(-1, -1, h, w)
         sample = torch.cat([noisy, given, mask_planes], dim=1)
-        out = self.unet(
+        unet: Any = self.unet  # diffusers' ModelMixin hides __call__ from mypy
+        out = unet(
             sample, timesteps, encoder_hidden_states=text, encoder_attention_mask=text_mask
         ).sample
         if self.config.unet_predicts == "v":
             return out
         # x_t = a x0 + s eps and v = a eps - s x0 give v = (a x_t - x0) / s.
-        alpha_bar = self.alphas_cumprod[timesteps.long()].to(noisy.dtype)[:, None, None, None]
+        alphas_cumprod: torch.Tensor = self.alphas_cumprod  # type: ignore[assignment]
+        alpha_bar = alphas_cumprod[timesteps.long()].to(noisy.dtype)[:, None, None, None]
         return (alpha_bar.sqrt() * noisy - out) / (1 - alpha_bar).sqrt()
 
     def make_scheduler(self) -> DDIMScheduler:

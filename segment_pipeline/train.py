@@ -188,8 +188,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
         )
-        self.alphas = self.model.make_scheduler().alphas_cumprod.to(self.device)
-        self.step, self.seconds, self.losses = 0, 0.0, []  # losses: (step, loss)
+        scheduler: Any = self.model.make_scheduler()  # diffusers config attributes are untyped
+        self.alphas = scheduler.alphas_cumprod.to(self.device)
+        self.step, self.seconds = 0, 0.0
+        self.losses: list[tuple[int, float]] = []  # (step, loss)
 
     @property
     def checkpoint_path(self) -> Path:
