@@ -29,11 +29,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sse_subscriber import Subscriber
 
 from segment_pipeline import GenerationRequest, SegmentPipeline, load_generator
 from streamgen.transports.sse import SSEParser
@@ -123,50 +123,6 @@ def streamed_run(base: str, request: dict[str, Any]) -> tuple[float, float]:
 
 
 # 2. Fan-out -------------------------------------------------------------------------------------
-@dataclass
-class Subscriber(asyncio.Protocol):
-    """One SSE connection; records (event type, lag in seconds) per live event."""
-
-    path: str
-    lags: list[tuple[str, float]] = field(default_factory=list)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    buffer: bytes = b""
-    headers_done: bool = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        request = f"GET {self.path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
-        transport.write(request.encode())  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        self.buffer += data
-        if not self.headers_done:
-            _, sep, rest = self.buffer.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            self.headers_done, self.buffer = True, rest
-        # Chunked framing lines ("1a2f\r\n") sit between messages; SSE messages end "\n\n".
-        while (end := self.buffer.find(b"\n\n")) != -1:
-            message, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
-            kind_at = message.find(b"event: ")
-            if kind_at == -1:
-                continue
-            kind = message[kind_at + 7 : message.index(b"\n", kind_at)].decode()
-            if kind == "start":
-                self.started.set()
-                continue
-            time_at = message.rfind(b'"time":')
-            if time_at != -1:
-                sent = float(message[time_at + 7 :].split(b"}", 1)[0].split(b",", 1)[0])
-                self.lags.append((kind, now - sent))
-            if kind in ("complete", "error"):
-                self.ended.set()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.ended.set()
-
-
 async def fanout(
     base: str, port: int, pid: int, count: int, request: dict[str, Any], payload: str = "both"
 ) -> dict:
