@@ -32,17 +32,17 @@ class Settings:
     model_path: str | None = None
     device: str = "cpu"
     torch_threads: int = 0  # 0: torch's own choice
-    # Request caps
-    max_width: int = 1280
-    max_height: int = 1280
-    max_frames: int = 100_000
-    max_fps: float = 60.0
-    max_inference_steps: int = 200
-    max_prompt_chars: int = 2000
-    # Encoder
-    encoder_preset: str = "veryfast"
-    encoder_crf: int = 23
-    encoder_threads: int = 1
+    # Request caps (defaults: segment_pipeline's `Limits`, the one place they are set)
+    max_width: int = Limits.max_width
+    max_height: int = Limits.max_height
+    max_frames: int = Limits.max_frames
+    max_fps: float = Limits.max_fps
+    max_inference_steps: int = Limits.max_inference_steps
+    max_prompt_chars: int = Limits.max_prompt_chars
+    # Encoder (defaults: `EncoderOptions`)
+    encoder_preset: str = EncoderOptions.preset
+    encoder_crf: int = EncoderOptions.crf
+    encoder_threads: int = EncoderOptions.threads
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
