@@ -1,15 +1,24 @@
-"""The embedded default model: a small pixel-space video diffusion model.
+"""The embedded default model: a small cascaded video diffusion model.
 
-A window of `frames` RGB frames is pixel-unshuffled (space-to-depth, lossless) by `unshuffle`
-and stacked along channels, so a diffusers `UNet2DConditionModel` denoises the whole window
-at once on a small spatial grid. Its input per window is::
+Two learned stages, both small enough to train on a 2-core CPU:
 
-    [noisy window (F*3*r*r) | given frames, zero where not given (F*3*r*r) | given mask (F)]
+1. A denoiser over *low-resolution windows*: each frame of a `frames`-frame window is
+   area-averaged by `downsample` (128x128 becomes 32x32, RGB), and the window's frames are
+   stacked along channels, so a diffusers `UNet2DModel` denoises the whole window at once.
+   Its input per window is::
 
-and it predicts v (`DDIMScheduler`, v-prediction, zero terminal SNR, trailing spacing); with
-`unet_predicts="x0"` the UNet outputs the clean window and `forward` converts it to v. The
-prompt is read by a word-level tokenizer and a two-layer transformer encoder whose states
-the UNet cross-attends to. Unknown words map to `<unk>`; nothing here downloads anything.
+       [noisy window (F*3) | given frames, zero where not given (F*3) | given mask (F)]
+
+   and it predicts the clean window (`DDIMScheduler`, prediction type "sample", zero
+   terminal SNR, trailing spacing). The prompt reaches every residual block as a scale and
+   shift of its features (FiLM): the text vector is added to the timestep embedding.
+2. A frame decoder (super-resolution) that turns each low-resolution frame back into a
+   full-size one. Area averaging keeps how much of each low-resolution pixel the object
+   covers, so in this world of flat shapes the full frame can be read back from it.
+
+Text: a word-level tokenizer, word embeddings, two 1-D convolutions over neighbouring words
+(so "dark blue" differs from "dark ... blue") and masked mean+max pooling. Unknown words map
+to `<unk>`; word order beyond neighbours does not matter. Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -49,6 +58,9 @@ VOCABULARY = [
     "please", "with", "and", "is", "that", "which", "over", "across", "frame", "screen",
 ]  # fmt: skip
 
+# What the text encoder's auxiliary heads classify (training only; see `segment_pipeline.train`).
+ATTRIBUTES = {"shape": 3, "colour": 8, "background": 3, "direction": 5}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -59,35 +71,38 @@ class ModelConfig:
     width: int = 128
     height: int = 128
     fps: float = 8.0
-    unshuffle: int = 4
+    downsample: int = 4  # the denoiser sees frames area-averaged by this factor
     text_dim: int = 64
-    text_layers: int = 2
-    text_heads: int = 4
-    max_tokens: int = 24
+    max_tokens: int = 32
     vocabulary: list[str] = field(default_factory=lambda: list(VOCABULARY))
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 192])
     layers_per_block: int = 1
-    attention_head_dim: int = 16
-    conv_kernel: int = 1  # of the UNet's first and last convolution (1: per 4x4 patch)
-    # What the UNet outputs: "v" directly, or "x0" (the clean window), turned into v from the
-    # noisy input. A narrow UNet cannot carry the per-pixel noise that v holds at low noise
-    # levels through its 64 channels; the clean window of this world is smooth and it can.
-    unet_predicts: str = "x0"
+    attention_head_dim: int = 32
+    norm_groups: int = 16
+    decoder_channels: int = 48
+    decoder_blocks: int = 3
     num_train_timesteps: int = 1000
     default_steps: int = 8
     default_overlap: int = 4
+    default_guidance: float = 1.0  # classifier-free guidance scale (1: off)
 
     @property
-    def frame_channels(self) -> int:
-        return 3 * self.unshuffle * self.unshuffle
+    def low_size(self) -> tuple[int, int]:
+        """(height, width) of the denoiser's frames (pixels)."""
+        return self.height // self.downsample, self.width // self.downsample
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.frames * self.frame_channels + self.frames
+        return 2 * self.frames * 3 + self.frames
 
     @property
     def out_channels(self) -> int:
-        return self.frames * self.frame_channels
+        return self.frames * 3
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the text vector: the UNet's timestep-embedding width."""
+        return 4 * self.block_out_channels[0]
 
 
 class WordTokenizer:
@@ -110,32 +125,71 @@ class WordTokenizer:
 
 
 class TextEncoder(nn.Module):
-    """Token embeddings + positions + a small transformer encoder: (B, L) -> (B, L, dim)."""
+    """Word embeddings, two convolutions over neighbouring words, masked mean+max pooling and
+    an MLP: (B, L) ids -> (B, cond_dim). `heads` read the world's attributes back from the
+    vector; they train the encoder faster and are not used to generate."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.tokens = nn.Embedding(len(config.vocabulary), config.text_dim)
-        self.positions = nn.Embedding(config.max_tokens, config.text_dim)
-        layer = nn.TransformerEncoderLayer(
-            config.text_dim,
-            config.text_heads,
-            dim_feedforward=4 * config.text_dim,
-            dropout=0.0,
-            batch_first=True,
-            norm_first=True,
+        dim = config.text_dim
+        self.tokens = nn.Embedding(len(config.vocabulary), dim)
+        self.conv1 = nn.Conv1d(dim, 2 * dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(2 * dim, 2 * dim, kernel_size=3, padding=1)
+        self.mlp = nn.Sequential(
+            nn.Linear(4 * dim, config.cond_dim),
+            nn.SiLU(),
+            nn.Linear(config.cond_dim, config.cond_dim),
         )
-        self.encoder = nn.TransformerEncoder(layer, config.text_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(config.text_dim)
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(config.cond_dim, n) for name, n in ATTRIBUTES.items()}
+        )
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        hidden = self.tokens(ids) + self.positions(positions)[None]
-        hidden = self.encoder(hidden, src_key_padding_mask=~mask)
-        return self.norm(hidden)
+        keep = mask[:, None, :].to(self.tokens.weight.dtype)  # (B, 1, L)
+        hidden = self.tokens(ids).transpose(1, 2) * keep  # (B, dim, L)
+        hidden = nn.functional.gelu(self.conv1(hidden)) * keep
+        hidden = nn.functional.gelu(self.conv2(hidden)) * keep
+        mean = hidden.sum(-1) / keep.sum(-1).clamp(min=1)
+        peak = hidden.masked_fill(keep == 0, -1e4).amax(-1)
+        return self.mlp(torch.cat([mean, peak], dim=1))
+
+    def attributes(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of each attribute in `ATTRIBUTES` from text vectors (B, cond_dim)."""
+        return {name: head(vector) for name, head in self.heads.items()}
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(nn.functional.silu(self.conv1(nn.functional.silu(x))))
+
+
+class FrameDecoder(nn.Module):
+    """Low-resolution frames (N, 3, h, w) in [-1, 1] -> full frames (N, 3, h*r, w*r).
+
+    Residual over a nearest-neighbour upsampling: the convolutions only have to place the
+    edges that area averaging blurred."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        ch, r = config.decoder_channels, config.downsample
+        self.scale = r
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        self.blocks = nn.Sequential(*[_ResBlock(ch) for _ in range(config.decoder_blocks)])
+        self.conv_out = nn.Conv2d(ch, 3 * r * r, 3, padding=1)
+
+    def forward(self, low: torch.Tensor) -> torch.Tensor:
+        hidden = self.blocks(self.conv_in(low))
+        detail = nn.functional.pixel_shuffle(self.conv_out(nn.functional.silu(hidden)), self.scale)
+        return nn.functional.interpolate(low, scale_factor=self.scale, mode="nearest") + detail
 
 
 class TinyVideoDiffusion(nn.Module):
-    """Text encoder + UNet over pixel-unshuffled frame windows (see the module docstring)."""
+    """Text encoder + low-resolution window denoiser + frame decoder (see the module docstring)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -143,48 +197,45 @@ class TinyVideoDiffusion(nn.Module):
         self.tokenizer = WordTokenizer(config.vocabulary, config.max_tokens)
         self.text_encoder = TextEncoder(config)
         channels = list(config.block_out_channels)
-        self.unet = UNet2DConditionModel(
-            sample_size=config.height // config.unshuffle,
+        levels = len(channels)
+        self.unet = UNet2DModel(
+            sample_size=config.low_size,
             in_channels=config.in_channels,
             out_channels=config.out_channels,
-            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1),
-            up_block_types=("CrossAttnUpBlock2D",) * (len(channels) - 1) + ("UpBlock2D",),
+            # Attention only at the coarsest level, where it is cheap: it relates the object to
+            # every other place in the frame.
+            down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
+            up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1),
             block_out_channels=tuple(channels),
             layers_per_block=config.layers_per_block,
-            cross_attention_dim=config.text_dim,
             attention_head_dim=config.attention_head_dim,
-            norm_num_groups=min(32, channels[0]),
-            conv_in_kernel=config.conv_kernel,
-            conv_out_kernel=config.conv_kernel,
+            norm_num_groups=config.norm_groups,
+            resnet_time_scale_shift="scale_shift",
+            class_embed_type="identity",
         )
-
-        if config.unet_predicts not in ("v", "x0"):
-            raise ValueError(f"unet_predicts must be 'v' or 'x0', got {config.unet_predicts!r}")
+        self.decoder = FrameDecoder(config)
         # Not a parameter: rebuilt from the config, so saved weights do not carry it.
         scheduler: Any = self.make_scheduler()  # diffusers config attributes are untyped
         alphas = scheduler.alphas_cumprod.clone().float()
         self.register_buffer("alphas_cumprod", alphas, persistent=False)
 
-    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text states (B, L, dim) and their mask (B, L)."""
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text vectors (B, cond_dim)."""
         device = self.text_encoder.tokens.weight.device
         ids, mask = self.tokenizer(prompts)
-        ids, mask = ids.to(device), mask.to(device)
-        return self.text_encoder(ids, mask), mask
+        return self.text_encoder(ids.to(device), mask.to(device))
 
-    def to_channels(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, F, 3, H, W) in [-1, 1] -> (B, F*3*r*r, H/r, W/r)."""
+    def to_low(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, H, W) in [-1, 1] -> area-averaged windows (B, F*3, H/r, W/r)."""
         b, f, c, h, w = frames.shape
-        r = self.config.unshuffle
-        packed = nn.functional.pixel_unshuffle(frames.reshape(b * f, c, h, w), r)
-        return packed.reshape(b, f * c * r * r, h // r, w // r)
+        low = nn.functional.avg_pool2d(frames.reshape(b * f, c, h, w), self.config.downsample)
+        return low.reshape(b, f * c, *low.shape[-2:])
 
-    def from_channels(self, packed: torch.Tensor) -> torch.Tensor:
-        """(B, F*3*r*r, H/r, W/r) -> (B, F, 3, H, W)."""
-        b, _, h, w = packed.shape
-        r, f = self.config.unshuffle, self.config.frames
-        frames = nn.functional.pixel_shuffle(packed.reshape(b * f, 3 * r * r, h, w), r)
-        return frames.reshape(b, f, 3, h * r, w * r)
+    def decode(self, low: torch.Tensor) -> torch.Tensor:
+        """Low-resolution windows (B, F*3, h, w) -> full frames (B, F, 3, H, W), in [-1, 1]."""
+        b, fc, h, w = low.shape
+        frames = self.decoder(low.reshape(b * fc // 3, 3, h, w).clamp(-1, 1))
+        return frames.reshape(b, fc // 3, 3, *frames.shape[-2:]).clamp(-1, 1)
 
     def forward(
         self,
@@ -193,35 +244,27 @@ class TinyVideoDiffusion(nn.Module):
         given: torch.Tensor,
         given_mask: torch.Tensor,
         text: torch.Tensor,
-        text_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Predict v for `noisy` (B, C, h, w) packed windows.
+        """Predict the clean low-resolution window for `noisy` (B, F*3, h, w).
 
-        `given` is packed like `noisy` (zeros where no frame is given); `given_mask` is (B, F)
-        with 1 for given frames.
+        `given` is laid out like `noisy` (zeros where no frame is given); `given_mask` is (B, F)
+        with 1 for given frames; `text` is (B, cond_dim) from `encode_prompts`.
         """
         _, _, h, w = noisy.shape
         mask_planes = given_mask[:, :, None, None].to(noisy.dtype).expand(-1, -1, h, w)
         sample = torch.cat([noisy, given, mask_planes], dim=1)
         unet: Any = self.unet  # diffusers' ModelMixin hides __call__ from mypy
-        out = unet(
-            sample, timesteps, encoder_hidden_states=text, encoder_attention_mask=text_mask
-        ).sample
-        if self.config.unet_predicts == "v":
-            return out
-        # x_t = a x0 + s eps and v = a eps - s x0 give v = (a x_t - x0) / s.
-        alphas_cumprod: torch.Tensor = self.alphas_cumprod  # type: ignore[assignment]
-        alpha_bar = alphas_cumprod[timesteps.long()].to(noisy.dtype)[:, None, None, None]
-        return (alpha_bar.sqrt() * noisy - out) / (1 - alpha_bar).sqrt()
+        return unet(sample, timesteps, class_labels=text).sample
 
     def make_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(
             num_train_timesteps=self.config.num_train_timesteps,
             beta_schedule="squaredcos_cap_v2",
-            prediction_type="v_prediction",
+            prediction_type="sample",
             rescale_betas_zero_snr=True,
             timestep_spacing="trailing",
-            clip_sample=False,
+            clip_sample=True,  # every pixel of the world lies in [-1, 1]
+            clip_sample_range=1.0,
         )
 
     # Persistence ------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Train the embedded default model on the procedural world (`segment_pipeline.world`).
 
-    python -m segment_pipeline.train --out runs/tiny --steps 3000 [--device cuda] [--resume]
+    python -m segment_pipeline.train --out runs/tiny --steps 5000 [--device cuda] [--resume]
 
 Each example is one window of `config.frames` frames, fed exactly as
-`backends.embedded.EmbeddedGenerator.generate_window` feeds it at inference: the noisy packed
-window, the given frames packed the same way (zeros where not given) and the given mask. The
-number of given frames is drawn per example:
+`backends.embedded.EmbeddedGenerator.generate_window` feeds it at inference: the noisy
+low-resolution window, the given frames area-averaged the same way (zeros where not given)
+and the given mask. The number of given frames is drawn per example:
 
 - 0: a first segment (text only; the object starts in the third opposite its heading),
 - 1: a reference image (frame 0 given, the object anywhere, heading as prompted),
@@ -15,9 +15,18 @@ number of given frames is drawn per example:
 Prompts come from the training templates only; some are dropped to "" so classifier-free
 guidance works. Every step's data and noise are drawn from (seed, step), so a run is
 reproducible from its seed, and a resumed run draws what the uninterrupted run would have.
-The loss is the error of the clean window read from the predicted v, weighted by 1 + SNR
-(as a v-loss is) capped at 5 so nearly clean steps do not dominate, and weighted up on the
-object's pixels (the object is ~4% of the frame; the background alone would dominate).
+
+One step trains all three parts of the model, each on its own loss:
+
+- the denoiser: the error of the predicted clean low-resolution window, weighted by 1 + SNR
+  (as a v-loss weighs it) capped at `snr_cap` so nearly clean steps do not dominate, and
+  weighted up on the object's pixels (the object is ~4% of the frame);
+- the text encoder: that loss reaches it through the UNet, and its auxiliary heads also
+  classify the prompt's shape, colour, background and direction (exact labels from the
+  world), which makes the text vector informative within a few hundred steps;
+- the frame decoder: full frames from their area-averaged versions (with a little noise, as
+  the denoiser's output has), on `decoder_frames` frames of the batch.
+
 The saved model is the EMA of the weights.
 """
 
@@ -35,9 +44,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from .embedded_model import ModelConfig, TinyVideoDiffusion, initial_model
-from .world import BACKGROUNDS, WorldConfig, make_clip, make_prompt, sample_spec
+from .embedded_model import ATTRIBUTES, ModelConfig, TinyVideoDiffusion, initial_model
+from .world import (
+    BACKGROUNDS,
+    COLOURS,
+    DIRECTIONS,
+    SHAPES,
+    SceneSpec,
+    WorldConfig,
+    make_clip,
+    make_prompt,
+    sample_spec,
+)
 
 # Words no prompt of the world needs; sprinkled into training prompts (they read as <unk>)
 # so that the model learns to ignore words it does not know.
@@ -48,31 +68,43 @@ _NOISE_WORDS = ("video", "nice", "simple", "shot", "clip", "scene", "cute", "lit
 class TrainConfig:
     """Hyper-parameters of one run; stored with every checkpoint."""
 
-    steps: int = 3000
-    batch_size: int = 8
-    learning_rate: float = 5e-4  # peak (1/s of nothing: per step)
+    steps: int = 5000
+    batch_size: int = 16
+    learning_rate: float = 6e-4  # peak, per step
     warmup_steps: int = 100
     min_lr_fraction: float = 0.1  # cosine decay ends at this fraction of the peak
     weight_decay: float = 0.01
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # per part (denoiser + text encoder, decoder)
     ema_decay: float = 0.998
     text_drop: float = 0.1  # fraction of prompts replaced by "" (for guidance)
     object_weight: float = 4.0  # extra loss weight on object pixels
     snr_cap: float = 5.0  # cap on the 1 + SNR weight of low-noise steps
     given_noise: float = 0.06  # max std of noise on given frames ([-1, 1] pixel units)
+    attribute_weight: float = 0.1  # weight of the text encoder's auxiliary loss
+    decoder_frames: int = 8  # frames per step the frame decoder trains on
+    decoder_noise: float = 0.04  # max std of noise on the decoder's low-resolution input
     overlap: int = 4
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Packed-ready training tensors: frames (B, F, 3, H, W) in [-1, 1], object masks
-    (B, F, H, W), given frame counts (B,) and prompts."""
+    """Training tensors: frames (B, F, 3, H, W) in [-1, 1], object masks (B, F, H, W), given
+    frame counts (B,), prompts, and the prompts' attribute labels (B, 4) in `ATTRIBUTES`
+    order (-1 for a dropped prompt)."""
 
     frames: torch.Tensor
     objects: torch.Tensor
     given_counts: torch.Tensor
     prompts: list[str]
+    labels: torch.Tensor
+
+
+def attribute_labels(spec: SceneSpec) -> list[int]:
+    """`spec` as class indices in `ATTRIBUTES` order."""
+    names = (SHAPES, tuple(COLOURS), tuple(BACKGROUNDS), DIRECTIONS)
+    values = (spec.shape, spec.colour, spec.background, spec.direction)
+    return [names_.index(value) for names_, value in zip(names, values, strict=True)]
 
 
 def draw_given_count(rng: np.random.Generator, frames: int, overlap: int) -> int:
@@ -99,7 +131,7 @@ def make_batch(
 ) -> Batch:
     """One batch of windows from the world, with prompts from the training templates."""
     world = WorldConfig(model_config.width, model_config.height, model_config.fps)
-    frames, objects, counts, prompts = [], [], [], []
+    frames, objects, counts, prompts, labels = [], [], [], [], []
     period = max(1, round(2 * (world.width - world.object_size) / world.speed))
     for _ in range(size):
         spec = sample_spec(rng)
@@ -110,13 +142,16 @@ def make_batch(
         objects.append(np.any(clip.frames != BACKGROUNDS[spec.background], axis=-1))
         counts.append(given)
         prompt = make_prompt(spec, rng)
-        prompts.append("" if rng.random() < train.text_drop else _noisy_prompt(prompt, rng))
+        dropped = rng.random() < train.text_drop
+        prompts.append("" if dropped else _noisy_prompt(prompt, rng))
+        labels.append([-1] * len(ATTRIBUTES) if dropped else attribute_labels(spec))
     pixels = torch.from_numpy(np.stack(frames)).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
     return Batch(
         frames=pixels,
         objects=torch.from_numpy(np.stack(objects)).float(),
         given_counts=torch.tensor(counts),
         prompts=prompts,
+        labels=torch.tensor(labels),
     )
 
 
@@ -135,35 +170,56 @@ def training_loss(
     alphas_cumprod: torch.Tensor,
     generator: torch.Generator,
     train: TrainConfig,
-) -> torch.Tensor:
-    """Weighted v-prediction loss of one batch (a scalar)."""
+) -> dict[str, torch.Tensor]:
+    """The three losses of one batch (scalars): "denoiser", "text" and "decoder"."""
     device = alphas_cumprod.device
     frames = batch.frames.to(device)
     b, f = frames.shape[:2]
 
-    # 1. Given frames: a prefix of the window, slightly noised, zeros elsewhere
+    # 1. Low-resolution windows; given frames are a prefix of the window, slightly noised
+    x0 = model.to_low(frames)
     given_mask = (torch.arange(f)[None] < batch.given_counts[:, None]).float().to(device)
-    jitter = torch.rand(b, 1, 1, 1, 1, generator=generator) * train.given_noise
-    given = frames + jitter.to(device) * torch.randn(frames.shape, generator=generator).to(device)
-    given = given.clamp(-1, 1) * given_mask[:, :, None, None, None]
+    jitter = torch.rand(b, 1, 1, 1, generator=generator).to(device) * train.given_noise
+    given = x0 + jitter * torch.randn(x0.shape, generator=generator).to(device)
+    given = given.clamp(-1, 1) * given_mask.repeat_interleave(3, dim=1)[:, :, None, None]
 
     # 2. Noise the clean window at a random timestep
-    x0 = model.to_channels(frames)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator).to(device)
     a = alphas_cumprod[t].sqrt()[:, None, None, None]
     s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
     noisy = a * x0 + s * noise
 
-    # 3. Predict v, read the clean window from it, and weight the error: object pixels up,
-    # and by 1 + SNR (what a v-loss weighs an x0 error by) capped at `snr_cap`
-    text, text_mask = model.encode_prompts(batch.prompts)
-    v = model(noisy, t, model.to_channels(given), given_mask, text, text_mask)
-    x0_pred = a * noisy - s * v
-    objects = batch.objects.to(device)[:, :, None].expand(-1, -1, 3, -1, -1)
-    weight = 1.0 + train.object_weight * model.to_channels(objects)
+    # 3. Predict the clean window; weight the error up on object pixels, and by 1 + SNR
+    # capped at `snr_cap`
+    text = model.encode_prompts(batch.prompts)
+    x0_pred = model(noisy, t, given, given_mask, text)
+    objects = batch.objects.to(device)[:, :, None].expand(-1, -1, 3, -1, -1).float()
+    weight = 1.0 + train.object_weight * (model.to_low(objects) > 0).float()
     snr_weight = (1 + (a / s.clamp(min=1e-4)) ** 2).clamp(max=train.snr_cap)
-    return (snr_weight * weight * (x0_pred - x0) ** 2).sum() / weight.sum()
+    denoiser = (snr_weight * weight * (x0_pred - x0) ** 2).sum() / weight.sum()
+
+    # 4. The text encoder's auxiliary heads: the prompt's attributes
+    logits = model.text_encoder.attributes(text)
+    labels = batch.labels.to(device)
+    text_loss = sum(
+        nn.functional.cross_entropy(logits[name], labels[:, i], ignore_index=-1)
+        for i, name in enumerate(ATTRIBUTES)
+    ) if bool((labels >= 0).any()) else text.sum() * 0.0  # fmt: skip
+
+    # 5. The frame decoder: full frames from noisy area averages
+    picks = torch.randperm(b * f, generator=generator)[: train.decoder_frames].to(device)
+    full = frames.reshape(b * f, *frames.shape[2:])[picks]
+    low = nn.functional.avg_pool2d(full, model.config.downsample)
+    low_noise = (
+        torch.rand(len(picks), 1, 1, 1, generator=generator).to(device) * train.decoder_noise
+    )
+    low = low + low_noise * torch.randn(low.shape, generator=generator).to(device)
+    full_objects = batch.objects.to(device).reshape(b * f, 1, *frames.shape[-2:])[picks]
+    decoder_weight = 1.0 + train.object_weight * full_objects.float()
+    decoded = model.decoder(low.clamp(-1, 1))
+    decoder = (decoder_weight * (decoded - full) ** 2).mean() / decoder_weight.mean()
+    return {"denoiser": denoiser, "text": torch.as_tensor(text_loss), "decoder": decoder}
 
 
 def _hardware(device: torch.device) -> str:
@@ -191,7 +247,8 @@ class Trainer:
         scheduler: Any = self.model.make_scheduler()  # diffusers config attributes are untyped
         self.alphas = scheduler.alphas_cumprod.to(self.device)
         self.step, self.seconds = 0, 0.0
-        self.losses: list[tuple[int, float]] = []  # (step, loss)
+        self.losses: list[tuple[int, float]] = []  # (step, denoiser loss)
+        self.last_parts: dict[str, float] = {}
 
     @property
     def checkpoint_path(self) -> Path:
@@ -216,17 +273,24 @@ class Trainer:
         batch = make_batch(rng, train.batch_size, self.model.config, train)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, train)
-        loss = training_loss(self.model, batch, self.alphas, generator, train)
+        losses = training_loss(self.model, batch, self.alphas, generator, train)
+        loss = losses["denoiser"] + train.attribute_weight * losses["text"] + losses["decoder"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        # The decoder shares no weights with the rest: clip each part on its own.
+        decoder = list(self.model.decoder.parameters())
+        ids = {id(p) for p in decoder}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        for part in (rest, decoder):
+            torch.nn.utils.clip_grad_norm_(part, train.grad_clip)
         self.optimizer.step()
         decay = min(train.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                 e.lerp_(p, 1 - decay)
         self.step += 1
-        return float(loss.detach())
+        self.last_parts = {k: round(float(v.detach()), 5) for k, v in losses.items()}
+        return float(losses["denoiser"].detach())
 
     def metadata(self) -> dict[str, Any]:
         recent = [loss for _, loss in self.losses[-100:]]
@@ -272,7 +336,7 @@ class Trainer:
                 recent = np.mean([v for _, v in self.losses[-log_every:]])
                 lr = learning_rate(self.step, self.train_config)
                 print(
-                    f"step {self.step} loss {recent:.4f} lr {lr:.2e}"
+                    f"step {self.step} loss {recent:.4f} {self.last_parts} lr {lr:.2e}"
                     f" {self.seconds:.0f}s ({self.seconds / max(1, self.step):.2f} s/step)",
                     flush=True,
                 )

@@ -41,7 +41,7 @@ class EmbeddedGenerator(SegmentedGenerator):
             fps=config.fps,
             seconds=4.0,
             num_inference_steps=config.default_steps,
-            guidance_scale=1.0,
+            guidance_scale=config.default_guidance,
             segment_frames=config.frames,
             overlap_frames=config.default_overlap,
         )
@@ -53,7 +53,8 @@ class EmbeddedGenerator(SegmentedGenerator):
 
     def check_inputs(self, request: ResolvedRequest) -> None:
         config = self.model.config
-        step = config.unshuffle * 8  # space-to-depth, then three UNet levels
+        # Area averaging, then a halving per UNet level below the first.
+        step = config.downsample * 2 ** (len(config.block_out_channels) - 1)
         for param, value in (("width", request.width), ("height", request.height)):
             if value % step or value < step:
                 raise InvalidRequest(
@@ -78,42 +79,45 @@ class EmbeddedGenerator(SegmentedGenerator):
         # 1. Encode the prompt (and the negative prompt when guidance is on)
         guided = request.guidance_scale > 1.0
         prompts = [request.prompt] + ([request.negative_prompt] if guided else [])
-        text, text_mask = model.encode_prompts(prompts)
+        text = model.encode_prompts(prompts)
 
-        # 2. Prepare the given frames and their mask
+        # 2. Prepare the given frames (area-averaged, as the denoiser sees them) and their mask
         given_pixels = torch.zeros(1, frames, 3, height, width, device=self.device)
         given_mask = torch.zeros(1, frames, device=self.device)
         if len(given):
             pixels = torch.from_numpy(np.array(given, dtype=np.uint8)).to(self.device)
             given_pixels[0, : len(given)] = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
             given_mask[0, : len(given)] = 1.0
-        given_packed = model.to_channels(given_pixels)
+        given_low = model.to_low(given_pixels)
 
         # 3. Prepare the initial noise, seeded per window
         noise_gen = torch.Generator().manual_seed(window_seed(request.seed, index))
-        sample = torch.randn(given_packed.shape, generator=noise_gen).to(self.device)
+        sample = torch.randn(given_low.shape, generator=noise_gen).to(self.device)
 
-        # 4. Denoise
+        # 4. Denoise the low-resolution window
         # diffusers sets the scheduler's attributes from its config, which mypy cannot see.
         scheduler: Any = model.make_scheduler()
         scheduler.set_timesteps(request.num_inference_steps, device=self.device)
         total = len(scheduler.timesteps)
         for step, t in enumerate(scheduler.timesteps):
             batch = sample.expand(len(prompts), -1, -1, -1)
-            v = model(
+            x0 = model(
                 batch,
                 t.expand(len(prompts)),
-                given_packed.expand(len(prompts), -1, -1, -1),
+                given_low.expand(len(prompts), -1, -1, -1),
                 given_mask.expand(len(prompts), -1),
                 text,
-                text_mask,
             )
             if guided:
-                v = v[1:] + request.guidance_scale * (v[:1] - v[1:])
-            sample = scheduler.step(v, t, sample).prev_sample
+                x0 = x0[1:] + request.guidance_scale * (x0[:1] - x0[1:])
+            sample = scheduler.step(x0, t, sample).prev_sample
             on_step(step + 1, total)
 
-        # 5. Unpack to frames
-        out = model.from_channels(sample)[0].clamp(-1, 1)
-        out = ((out + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-        return out[: request.segment_frames].cpu().numpy()
+        # 5. Decode the new frames to full size (the loop puts the given ones back itself)
+        keep = request.segment_frames
+        out = torch.zeros(keep, 3, height, width, device=self.device)
+        if keep > len(given):
+            low = sample[:, 3 * len(given) : 3 * keep]
+            out[len(given) :] = model.decode(low)[0]
+        out = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return out.cpu().numpy()

@@ -132,7 +132,7 @@ def test_embedded_cancel_from_another_thread(embedded):
 def test_embedded_rejects_sizes_it_cannot_take(embedded):
     from segment_pipeline import InvalidRequest
 
-    for fields, param in (({"width": 48}, "width"), ({"segment_frames": 20}, "segment_frames")):
+    for fields, param in (({"width": 40}, "width"), ({"segment_frames": 20}, "segment_frames")):
         with pytest.raises(InvalidRequest) as info:
             embedded.resolve(GenerationRequest(prompt="p", **fields))
         assert info.value.param == param

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,23 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from segment_pipeline.backends.embedded import EmbeddedGenerator
-from segment_pipeline.embedded_model import ModelConfig, TinyVideoDiffusion
-from segment_pipeline.request import GenerationRequest
+from segment_pipeline.embedded_model import ATTRIBUTES, TinyVideoDiffusion
 from segment_pipeline.train import TrainConfig, Trainer, draw_given_count, main, make_batch
-from segment_pipeline.world import observe
 
-TINY = ModelConfig(
-    frames=4,
-    width=32,
-    height=32,
-    text_dim=16,
-    text_heads=2,
-    block_out_channels=[8, 16, 16],
-    attention_head_dim=8,
-    conv_kernel=1,
-    unet_predicts="x0",
-)
+from .tiny_model import TINY
+
 TRAIN = TrainConfig(steps=3, batch_size=2, warmup_steps=1, seed=7)
 
 
@@ -51,6 +38,9 @@ def test_batches_feed_what_inference_feeds() -> None:
     assert float(batch.frames.min()) >= -1 and float(batch.frames.max()) <= 1
     assert batch.objects.shape == (16, 4, 32, 32) and bool((batch.objects.sum((2, 3)) > 0).all())
     assert "" in batch.prompts and any(batch.prompts)
+    assert batch.labels.shape == (16, len(ATTRIBUTES))
+    for prompt, labels in zip(batch.prompts, batch.labels.tolist(), strict=True):
+        assert (min(labels) == -1) == (prompt == "")
     counts = [draw_given_count(rng, 12, 4) for _ in range(2000)]
     assert {0, 1, 4} <= set(counts) and max(counts) < 12
     assert 0.2 < counts.count(0) / len(counts) < 0.4
@@ -100,21 +90,3 @@ def test_command_line(tmp_path: Path) -> None:
           str(config_path), "--seed", "3", "--resume"])  # fmt: skip
     assert json.loads((out / "training.json").read_text())["steps"] == 3
     assert TinyVideoDiffusion.load(out / "model").config == TINY
-
-
-def test_shipped_weights_draw_the_prompted_colour() -> None:
-    generator = EmbeddedGenerator()
-    assert generator.model.config.unet_predicts == "x0"
-    prompts = {
-        "a red ball moving right": "red",
-        "a green box moving left on a black background": "green",
-        "a blue circle rising": "blue",
-        "a yellow block falling on a dark background": "yellow",
-    }
-    hits = 0
-    for seed, (prompt, colour) in enumerate(prompts.items()):
-        request = GenerationRequest(prompt, seed=seed, num_frames=12, guidance_scale=3.0)
-        frames = np.concatenate([s.frames for s in generator.segments(request)])
-        seen = Counter(observe(f).colour for f in frames).most_common(1)[0][0]
-        hits += seen == colour
-    assert hits >= 2

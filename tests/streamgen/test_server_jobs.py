@@ -341,7 +341,7 @@ def test_graceful_shutdown_finishes_or_ends_jobs_with_an_error_event() -> None:
 
 
 def test_late_joiner_of_a_trimmed_backlog_gets_start_then_the_stored_window() -> None:
-    with running_server({"max_backlog_bytes": 200_000}) as url:
+    with running_server({"max_backlog_bytes": 20_000}) as url:
 
         async def scenario() -> tuple[list[dict[str, Any]], httpx.Response]:
             async with httpx.AsyncClient(timeout=60) as client:
@@ -359,7 +359,7 @@ def test_late_joiner_of_a_trimmed_backlog_gets_start_then_the_stored_window() ->
 
         late, resume = asyncio.run(scenario())
     assert late[0]["type"] == "start" and late[0]["seq"] == 0 and late[0]["init_segment_base64"]
-    assert late[1]["seq"] > 1, "the early events rolled out of the 200 kB backlog"
+    assert late[1]["seq"] > 1, "the early events rolled out of the 20 kB backlog"
     assert [e["seq"] for e in late[1:]] == list(range(late[1]["seq"], late[-1]["seq"] + 1))
     assert resume.status_code == 410
     error = resume.json()["error"]
