@@ -228,10 +228,12 @@ def test_slow_websocket_consumer_is_closed_4408_and_resumes(tight: ServerThread)
             async with connect(ws_url, sock=sock, max_size=None, max_queue=1) as websocket:
                 await websocket.send(json.dumps({"subscribe": job["id"]}))
 
+                # A trained model's 64x64 segments are ~4 kB: far enough ahead to overflow the
+                # socket buffers and the 4-event subscriber queue.
                 async def far_ahead() -> bool:
-                    return (await job_state(client, url, job["id"]))["last_seq"] >= 60
+                    return (await job_state(client, url, job["id"]))["last_seq"] >= 400
 
-                await poll(far_ahead)  # the client read nothing meanwhile
+                await poll(far_ahead, timeout_s=120)  # the client read nothing meanwhile
                 with contextlib.suppress(ConnectionClosed):  # raised for codes other than 1000
                     async for payload in websocket:
                         got.append(unpack_message(payload))  # type: ignore[arg-type]
