@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import ModelLoadError
+from .world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "streamgen-tiny"
 
@@ -58,8 +59,14 @@ VOCABULARY = [
     "please", "with", "and", "is", "that", "which", "over", "across", "frame", "screen",
 ]  # fmt: skip
 
-# What the text encoder's auxiliary heads classify (training only; see `segment_pipeline.train`).
-ATTRIBUTES = {"shape": 3, "colour": 8, "background": 3, "direction": 5}
+# What the text encoder's auxiliary heads classify, and the class order of each (training
+# only; see `segment_pipeline.train`).
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "background": tuple(BACKGROUNDS),
+    "direction": DIRECTIONS,
+}
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ class TextEncoder(nn.Module):
             nn.Linear(config.cond_dim, config.cond_dim),
         )
         self.heads = nn.ModuleDict(
-            {name: nn.Linear(config.cond_dim, n) for name, n in ATTRIBUTES.items()}
+            {name: nn.Linear(config.cond_dim, len(names)) for name, names in ATTRIBUTES.items()}
         )
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -214,10 +221,6 @@ class TinyVideoDiffusion(nn.Module):
             class_embed_type="identity",
         )
         self.decoder = FrameDecoder(config)
-        # Not a parameter: rebuilt from the config, so saved weights do not carry it.
-        scheduler: Any = self.make_scheduler()  # diffusers config attributes are untyped
-        alphas = scheduler.alphas_cumprod.clone().float()
-        self.register_buffer("alphas_cumprod", alphas, persistent=False)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text vectors (B, cond_dim)."""

@@ -47,17 +47,7 @@ import torch
 from torch import nn
 
 from .embedded_model import ATTRIBUTES, ModelConfig, TinyVideoDiffusion, initial_model
-from .world import (
-    BACKGROUNDS,
-    COLOURS,
-    DIRECTIONS,
-    SHAPES,
-    SceneSpec,
-    WorldConfig,
-    make_clip,
-    make_prompt,
-    sample_spec,
-)
+from .world import BACKGROUNDS, SceneSpec, WorldConfig, make_clip, make_prompt, sample_spec
 
 # Words no prompt of the world needs; sprinkled into training prompts (they read as <unk>)
 # so that the model learns to ignore words it does not know.
@@ -102,9 +92,7 @@ class Batch:
 
 def attribute_labels(spec: SceneSpec) -> list[int]:
     """`spec` as class indices in `ATTRIBUTES` order."""
-    names = (SHAPES, tuple(COLOURS), tuple(BACKGROUNDS), DIRECTIONS)
-    values = (spec.shape, spec.colour, spec.background, spec.direction)
-    return [names_.index(value) for names_, value in zip(names, values, strict=True)]
+    return [names.index(getattr(spec, attribute)) for attribute, names in ATTRIBUTES.items()]
 
 
 def draw_given_count(rng: np.random.Generator, frames: int, overlap: int) -> int:
@@ -210,7 +198,7 @@ def training_loss(
     # 5. The frame decoder: full frames from noisy area averages
     picks = torch.randperm(b * f, generator=generator)[: train.decoder_frames].to(device)
     full = frames.reshape(b * f, *frames.shape[2:])[picks]
-    low = nn.functional.avg_pool2d(full, model.config.downsample)
+    low = model.to_low(full[:, None])
     low_noise = (
         torch.rand(len(picks), 1, 1, 1, generator=generator).to(device) * train.decoder_noise
     )
@@ -241,6 +229,10 @@ class Trainer:
         self.out, self.train_config, self.device = out, train, torch.device(device)
         self.model = initial_model(model_config, seed=train.seed).to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        # The decoder shares no weights with the rest: each part's gradient is clipped alone.
+        decoder = list(self.model.decoder.parameters())
+        rest = [p for p in self.model.parameters() if all(p is not q for q in decoder)]
+        self.clip_parts = (rest, decoder)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay
         )
@@ -277,11 +269,7 @@ class Trainer:
         loss = losses["denoiser"] + train.attribute_weight * losses["text"] + losses["decoder"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        # The decoder shares no weights with the rest: clip each part on its own.
-        decoder = list(self.model.decoder.parameters())
-        ids = {id(p) for p in decoder}
-        rest = [p for p in self.model.parameters() if id(p) not in ids]
-        for part in (rest, decoder):
+        for part in self.clip_parts:
             torch.nn.utils.clip_grad_norm_(part, train.grad_clip)
         self.optimizer.step()
         decay = min(train.ema_decay, (1 + self.step) / (10 + self.step))
