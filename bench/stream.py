@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 from sse_subscriber import Subscriber
+from streamgen_client.sse import SSEParser
 
 from segment_pipeline import GenerationRequest, SegmentPipeline, load_generator
-from streamgen.transports.sse import SSEParser
 
 REPO = Path(__file__).resolve().parents[1]
 

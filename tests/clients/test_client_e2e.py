@@ -12,8 +12,7 @@ from pathlib import Path
 
 import av
 import pytest
-
-from clients import (
+from streamgen_client import (
     GenerateRequest,
     JobFailed,
     Recording,
@@ -23,6 +22,7 @@ from clients import (
     StartEvent,
     StreamClient,
 )
+
 from tests.clients.proxy import CuttingProxy
 
 # 64x64, 2 steps; 20 frames in windows of 8 overlapping by 2: segments of 8, 6 and 6 frames.
@@ -45,7 +45,7 @@ def decode(data: bytes) -> tuple[int, tuple[int, int], float]:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clients.stream_client", *args],
+        [sys.executable, "-m", "streamgen_client.stream_client", *args],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
     )  # fmt: skip
 
@@ -230,9 +230,9 @@ def test_a_cancelled_job_raises_job_failed(server_url):
 def test_ctrl_c_ends_an_unbounded_stream_keeping_a_playable_video(server_url, tmp_path):
     flags = tiny_flags({k: v for k, v in TINY.items() if k != "num_frames"})
     process = subprocess.Popen(
-        [sys.executable, "-m", "clients.stream_client", "--server", server_url, "--prompt",
-         "a red ball", *flags, "--unbounded", "--quiet", "--output-dir", str(tmp_path / "segs"),
-         "--concatenate", str(tmp_path / "out.mp4")],
+        [sys.executable, "-m", "streamgen_client.stream_client", "--server", server_url,
+         "--prompt", "a red ball", *flags, "--unbounded", "--quiet",
+         "--output-dir", str(tmp_path / "segs"), "--concatenate", str(tmp_path / "out.mp4")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=Path(__file__).parents[2],
     )  # fmt: skip

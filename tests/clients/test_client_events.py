@@ -4,9 +4,8 @@ import base64
 import json
 
 import pytest
-
-from clients.errors import ProtocolError
-from clients.events import (
+from streamgen_client.errors import ProtocolError
+from streamgen_client.events import (
     CompleteEvent,
     ErrorEvent,
     ProgressEvent,
@@ -17,6 +16,7 @@ from clients.events import (
     from_ndjson,
     from_sse,
 )
+
 from streamgen.broker.base import Event
 
 INIT = b"\x00\x00\x00\x08ftyp-init"

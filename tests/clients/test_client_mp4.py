@@ -1,15 +1,24 @@
 """Saving and concatenating real fMP4 segments (the project's encoder), decoded with PyAV."""
 
 import io
+import struct
 
 import av
 import numpy as np
 import pytest
+from streamgen_client.errors import IncompleteVideo
+from streamgen_client.events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent
+from streamgen_client.mp4 import (
+    Recording,
+    SegmentWriter,
+    box_types,
+    concatenate,
+    save,
+    top_level_boxes,
+)
 
-from clients.errors import IncompleteVideo
-from clients.events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent
-from clients.mp4 import Recording, SegmentWriter, concatenate, save
 from segment_pipeline import FragmentedMP4Encoder
+from segment_pipeline.fmp4 import iter_boxes
 
 FPS = 8
 SIZES = [8, 6, 6]  # frames per segment
@@ -107,6 +116,44 @@ def test_concatenate_checks_the_boxes(job_events):
         concatenate(start.init_segment, [segs[0].fragment, start.init_segment])
     with pytest.raises(IncompleteVideo, match="not ISO-BMFF"):
         concatenate(start.init_segment, [segs[0].fragment[:-3]])
+
+
+def box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def test_box_reader_agrees_with_the_encoder_side_reader(job_events):
+    for data in (job_events[0].init_segment, *(s.fragment for s in segments(job_events))):
+        assert top_level_boxes(data) == [b.type for b in iter_boxes(data)]
+
+
+def test_box_reader_takes_64_bit_sizes_and_size_0_to_the_end():
+    moof = box(b"moof", box(b"mfhd", bytes(8)))
+    mdat64 = struct.pack(">I4sQ", 1, b"mdat", 16 + 5) + b"video"
+    mdat_to_end = struct.pack(">I4s", 0, b"mdat") + b"more video"
+    fragment = moof + mdat64 + moof + mdat_to_end
+    assert top_level_boxes(fragment) == [b"moof", b"mdat", b"moof", b"mdat"]
+    init = box(b"ftyp", b"isom") + box(b"moov", b"")
+    assert concatenate(init, [fragment]) == init + fragment
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (box(b"ftyp", b"isom") + b"\x00\x00\x00", "truncated box header at offset 12"),
+        (struct.pack(">I4sI", 1, b"mdat", 0), "truncated 64-bit box header at offset 0"),
+        (struct.pack(">I4s", 4, b"moof"), "box b'moof' at offset 0 is 4 bytes, under its header"),
+        (
+            struct.pack(">I4sQ", 1, b"mdat", 12),
+            "box b'mdat' at offset 0 is 12 bytes, under its header",
+        ),
+        (box(b"moof", bytes(4))[:-1], "box b'moof' at offset 0 overruns the data (12 bytes)"),
+    ],
+)
+def test_malformed_boxes_are_incomplete_video(data, detail):
+    with pytest.raises(IncompleteVideo) as info:
+        box_types(data, "fragment of segment 2")
+    assert str(info.value) == f"fragment of segment 2 is not ISO-BMFF boxes: {detail}"
 
 
 def test_save_writes_every_file_and_each_segment_plays_alone(job_events, tmp_path):

@@ -4,10 +4,9 @@ import base64
 import socket
 
 import pytest
-
-from clients import GenerateRequest, RetryPolicy, StreamClient, StreamInterrupted
-from clients.request import parse_size
-from clients.stream_client import main
+from streamgen_client import GenerateRequest, RetryPolicy, StreamClient, StreamInterrupted
+from streamgen_client.request import parse_size
+from streamgen_client.stream_client import main
 
 
 def refused_url() -> str:

@@ -2,10 +2,9 @@
 replays are skipped, a gap is an error, `start` may be re-sent ahead of a resumed log."""
 
 import pytest
-
-from clients import JobFailed, ProtocolError, StreamClient
-from clients._transports import Dropped
-from clients.events import CompleteEvent, ErrorEvent, ProgressEvent, StartEvent
+from streamgen_client import JobFailed, ProtocolError, StreamClient
+from streamgen_client._transports import Dropped
+from streamgen_client.events import CompleteEvent, ErrorEvent, ProgressEvent, StartEvent
 
 START = StartEvent("j", 0, "avc1.64000a", "video/mp4", b"init", 64, 64, 8.0, 1, 8, 1, "m")
 

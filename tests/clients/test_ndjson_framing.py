@@ -1,9 +1,8 @@
 """NDJSON framing, fed bytes split at awkward places; no server."""
 
 import pytest
-
-from clients.errors import ProtocolError
-from clients.ndjson import NDJSONDecoder
+from streamgen_client.errors import ProtocolError
+from streamgen_client.ndjson import NDJSONDecoder
 
 STREAM = (
     b'{"status": "started", "seq": 0, "caf\xc3\xa9": 1}\n'

@@ -4,8 +4,7 @@ import base64
 import json
 
 import pytest
-
-from clients.sse import ServerSentEvent, SSEParser
+from streamgen_client.sse import ServerSentEvent, SSEParser
 
 
 def parse(*chunks: bytes) -> tuple[list[ServerSentEvent], SSEParser]:

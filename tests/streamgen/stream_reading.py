@@ -13,9 +13,9 @@ from typing import Any
 
 import av
 import httpx
+from streamgen_client.sse import SSEParser
 from websockets.asyncio.client import connect
 
-from streamgen.transports.sse import SSEParser
 from streamgen.transports.ws import unpack_message
 
 # A tiny request the embedded model takes quickly: 3 segments (12 + 8 + 8 frames) of 64x64.
@@ -58,16 +58,15 @@ async def read_sse(
         parser = SSEParser()
         async for chunk in response.aiter_raw():
             for message in parser.feed(chunk):
-                if message.event == "retry":
-                    result.retry = message.retry
-                    continue
                 data = json.loads(message.data)
+                # The parser's id is the last one in force; seqs never repeat, so this holds
+                # only if every event carries its own id line.
                 assert message.id == str(data["seq"]), "the SSE id is the event's seq"
                 result.events.append((message.event, data))
                 if stop is not None and stop(message.event, data):
-                    result.comments = parser.comments
+                    result.comments, result.retry = parser.comments, parser.retry_ms
                     return result
-        result.comments = parser.comments
+        result.comments, result.retry = parser.comments, parser.retry_ms
     return result
 
 

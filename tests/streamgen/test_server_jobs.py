@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from streamgen_client.sse import SSEParser
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamgen.transports.sse import SSEParser
 from streamgen.transports.ws import unpack_message
 from tests.server import ServerThread, running_server
 from tests.streamgen.stream_reading import (

@@ -13,11 +13,10 @@ when the job completes), together with the per-segment files:
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from segment_pipeline.fmp4 import BoxError, iter_boxes
 
 from .errors import IncompleteVideo
 from .events import CompleteEvent, SegmentEvent, StartEvent, StreamEvent
@@ -26,9 +25,41 @@ from .events import CompleteEvent, SegmentEvent, StartEvent, StreamEvent
 def box_types(data: bytes, what: str) -> list[bytes]:
     """The top-level box types of `data`; `IncompleteVideo` naming `what` if it is not boxes."""
     try:
-        return [box.type for box in iter_boxes(data)]
-    except BoxError as exc:
+        return top_level_boxes(data)
+    except ValueError as exc:
         raise IncompleteVideo(f"{what} is not ISO-BMFF boxes: {exc}") from exc
+
+
+def top_level_boxes(data: bytes) -> list[bytes]:
+    """The types of the ISO-BMFF boxes laid end to end in `data`, in order; `ValueError` if
+    `data` is not whole boxes.
+
+    A box header is a 32-bit big-endian size (bytes, header included) and a 4-byte type;
+    size 1 means a 64-bit size follows the type, size 0 means the box runs to the end of
+    `data`. Only headers are read: the client checks the layout, it does not parse boxes.
+    """
+    types: list[bytes] = []
+    end = len(data)
+    pos = 0
+    while pos < end:
+        if end - pos < 8:
+            raise ValueError(f"truncated box header at offset {pos}")
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            if end - pos < 16:
+                raise ValueError(f"truncated 64-bit box header at offset {pos}")
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            raise ValueError(f"box {kind!r} at offset {pos} is {size} bytes, under its header")
+        if pos + size > end:
+            raise ValueError(f"box {kind!r} at offset {pos} overruns the data ({size} bytes)")
+        types.append(kind)
+        pos += size
+    return types
 
 
 def check_init(init_segment: bytes) -> None:

@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 
 from . import _transports
-from ._transports import Dropped
+from ._transports import Dropped, Timeouts
 from .errors import JobFailed, ProtocolError, RequestRejected, StreamInterrupted
 from .events import TERMINAL, ErrorEvent, StartEvent, StreamEvent, error_from_body
 from .request import GenerateRequest
@@ -65,22 +65,6 @@ class RetryPolicy:
         """Seconds to wait before retry number ``failures + 1``."""
         first = self.initial_delay_s if server_retry_ms is None else server_retry_ms / 1000
         return float(min(self.max_delay_s, first * self.multiplier**failures))
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Network timeouts (seconds).
-
-    `read_s` is the longest silence tolerated on an SSE stream, where the server sends a
-    keep-alive about every 15 s. NDJSON and WebSocket have no keep-alive events (a queued job
-    is silent until it starts), so they wait `quiet_read_s` (None: as long as it takes); a
-    dead peer is still found by TCP keep-alive probes (about 60 s) or WebSocket pings (20 s).
-    """
-
-    connect_s: float = 10.0
-    read_s: float = 60.0
-    quiet_read_s: float | None = None
-    write_s: float = 30.0
 
 
 class _Connection(Protocol):

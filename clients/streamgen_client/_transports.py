@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
 
 import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -20,8 +21,22 @@ from .events import StreamEvent, error_from_body, from_msgpack, from_ndjson, fro
 from .ndjson import NDJSONDecoder
 from .sse import SSEParser
 
-if TYPE_CHECKING:
-    from .client import Timeouts
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Network timeouts (seconds).
+
+    `read_s` is the longest silence tolerated on an SSE stream, where the server sends a
+    keep-alive about every 15 s. NDJSON and WebSocket have no keep-alive events (a queued job
+    is silent until it starts), so they wait `quiet_read_s` (None: as long as it takes); a
+    dead peer is still found by TCP keep-alive probes (about 60 s) or WebSocket pings (20 s).
+    """
+
+    connect_s: float = 10.0
+    read_s: float = 60.0
+    quiet_read_s: float | None = None
+    write_s: float = 30.0
+
 
 # Statuses and close codes that mean "try again" rather than "your request is wrong".
 RETRY_HTTP_STATUS = frozenset({502, 503, 504})
