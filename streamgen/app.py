@@ -1,31 +1,30 @@
 """The Quart app factory.
 
-`create_app(settings, generator=None)` registers the routes and error handlers; the model
-is loaded (unless one is given), the broker and job store started and the embedded worker
-launched (unless `embedded_worker` is false: an API-only replica on Redis) in
-`before_serving`, all kept on the app. `drain(app)` is the graceful half of shutdown:
-it stops accepting jobs and lets running ones finish, or ends them with an `error` event,
-while their streams are still open; `after_serving` then closes the broker.
+`create_app(settings, generator=None)` registers the routes and error handlers; in
+`before_serving` the composition root (`streamgen.runtime`) loads the model (unless one is
+given), starts the broker and job store and launches the embedded worker (unless
+`embedded_worker` is false: an API-only replica on Redis), kept on the app. `drain(app)` is
+the graceful half of shutdown: it stops accepting jobs and lets running ones finish, or ends
+them with an `error` event, while their streams are still open; `after_serving` then
+closes the broker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from segment_pipeline import PipelineError, SegmentedGenerator, SegmentPipeline, load_generator
+from segment_pipeline import SegmentedGenerator
 
 from .config import Settings, load_settings
-from .errors import ServiceError, from_http_exception, from_pipeline_error
-from .jobs import JobManager
-from .jobstore import broker_for, make_store
+from .errors import ServiceError, from_http_exception
 from .routes import BLUEPRINTS
+from .routes.state import EXTENSION, AppState
 from .routes.static import default_static_dir
-from .service import EXTENSION, Service
+from .runtime import open_runtime
 from .streaming import FrameCache
 
 log = logging.getLogger(__name__)
@@ -45,14 +44,15 @@ def create_app(
 
     @app.before_serving
     async def start_service() -> None:
-        app.extensions[EXTENSION] = await _start(settings, generator)
+        runtime = await open_runtime(settings, role="serve", generator=generator)
+        static_dir = Path(settings.static_dir) if settings.static_dir else default_static_dir()
+        app.extensions[EXTENSION] = AppState(runtime, FrameCache(), static_dir)
 
     @app.after_serving
     async def stop_service() -> None:
-        service: Service | None = app.extensions.pop(EXTENSION, None)
-        if service is not None:
-            await service.manager.shutdown(settings.graceful_timeout_seconds)
-            await service.broker.close()
+        state: AppState | None = app.extensions.pop(EXTENSION, None)
+        if state is not None:
+            await state.runtime.close()
 
     return app
 
@@ -60,44 +60,9 @@ def create_app(
 async def drain(app: Quart) -> None:
     """Stop taking jobs; running ones get `graceful_timeout_seconds` to finish, then an
     `error` event (code ``shutting_down``). Call before the server closes connections."""
-    service: Service | None = app.extensions.get(EXTENSION)
-    if service is not None:
-        await service.manager.shutdown(service.settings.graceful_timeout_seconds)
-
-
-async def _start(settings: Settings, generator: SegmentedGenerator | None) -> Service:
-    if generator is None:
-        generator = await asyncio.to_thread(_load_generator, settings)
-    broker = broker_for(settings)
-    await broker.start()
-    try:
-        store = make_store(settings, broker)
-        manager = JobManager(
-            settings,
-            SegmentPipeline(generator, settings.encoder_options),
-            broker,
-            store,
-            embedded_worker=settings.embedded_worker,
-        )
-        await manager.start()
-    except BaseException:
-        await broker.close()
-        raise
-    static_dir = Path(settings.static_dir) if settings.static_dir else default_static_dir()
-    return Service(settings, generator, broker, manager, FrameCache(), static_dir)
-
-
-def _load_generator(settings: Settings) -> SegmentedGenerator:
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    try:
-        return load_generator(
-            settings.backend, settings.model_path, limits=settings.limits, device=settings.device
-        )
-    except PipelineError as exc:
-        raise from_pipeline_error(exc) from exc
+    state: AppState | None = app.extensions.get(EXTENSION)
+    if state is not None:
+        await state.runtime.drain()
 
 
 def _register_error_handlers(app: Quart) -> None:

@@ -27,7 +27,7 @@ from quart import Quart
 from segment_pipeline import SegmentedGenerator, load_generator
 from streamgen.app import create_app
 from streamgen.config import Settings
-from streamgen.serving import serve
+from streamgen.http_server import serve
 
 START_TIMEOUT_S = 60.0
 

@@ -22,8 +22,10 @@ from streamgen.broker.base import (
 )
 from streamgen.broker.memory import MemoryBroker
 from streamgen.broker.redis import RedisBroker, RedisBrokerStats
+from streamgen.broker.redis_ops import SCHEMES as REDIS_SCHEMES
 
 __all__ = [
+    "REDIS_SCHEMES",
     "TERMINAL_TYPES",
     "BacklogTrimmed",
     "Broker",
@@ -39,8 +41,6 @@ __all__ = [
     "Subscription",
     "make_broker",
 ]
-
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def make_broker(url: str, **options: Any) -> Broker:

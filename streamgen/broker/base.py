@@ -26,7 +26,7 @@ Every broker (memory, Redis) passes the same contract tests (tests/streamgen/bro
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +161,16 @@ class Broker(ABC):
     @abstractmethod
     async def drop(self, job_id: str) -> None:
         """Forget the stored backlog of `job_id` (live subscribers stay attached)."""
+
+    # Log hand-over: in scale-out a job's log changes publisher once (the API replica
+    # publishes `start`, a worker the rest). A broker that keeps its own copy of what it
+    # publishes, to restore it if the backend loses it (Redis), must hold exactly the copy
+    # of the current publisher; the in-process broker keeps none, so these do nothing.
+    def adopt(self, events: Sequence[Event]) -> None:  # noqa: B027 (optional hook)
+        """This process now publishes the job whose stored log is `events` (oldest first)."""
+
+    def disown(self, job_id: str) -> None:  # noqa: B027 (optional hook)
+        """Another process publishes `job_id` from now on."""
 
     async def start_event(self, job_id: str) -> Event | None:
         """The job's `start` event (it holds the init segment), or None if none is stored."""

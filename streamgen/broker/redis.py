@@ -52,14 +52,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamgen.broker._local import MIB, JobLog, QueueSubscription, Snapshot
 from streamgen.broker.base import (
@@ -70,13 +66,13 @@ from streamgen.broker.base import (
     Event,
     OutOfOrderEvent,
 )
+from streamgen.broker.redis_ops import REDIS_DOWN, connect, redact, retrying
 
 __all__ = ["RedisBroker", "RedisBrokerStats"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _PUBLISH_LUA = """
 local seq = tonumber(ARGV[1])
@@ -172,15 +168,6 @@ class RedisBrokerStats:
     retries: int
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisBroker(Broker):
     """Publish/subscribe of job events through Redis (see the module docstring).
 
@@ -257,10 +244,7 @@ class RedisBroker(Broker):
             raise BrokerClosed("cannot start: the Redis broker is closed")
         if self._started:
             return
-        no_retry = Retry(NoBackoff(), 0)  # this broker retries itself, with a deadline
-        self._redis = Redis.from_url(
-            self.url, retry=no_retry, socket_connect_timeout=2.0, socket_timeout=10.0
-        )
+        self._redis = connect(self.url)  # no retries of its own: `_retrying` has a deadline
         self._scripts = {
             "publish": self._redis.register_script(_PUBLISH_LUA),
             "read": self._redis.register_script(_READ_LUA),
@@ -273,7 +257,7 @@ class RedisBroker(Broker):
         except TimeoutError:
             await self.close()
             raise BrokerUnavailable(
-                f"could not reach Redis at {_redact(self.url)} within {self.op_timeout_s} s"
+                f"could not reach Redis at {redact(self.url)} within {self.op_timeout_s} s"
             ) from None
 
     async def close(self) -> None:
@@ -475,7 +459,7 @@ class RedisBroker(Broker):
             self._check_usable("subscribe")
         except TimeoutError:
             raise BrokerUnavailable(
-                f"could not subscribe to job {job_id} on Redis at {_redact(self.url)} "
+                f"could not subscribe to job {job_id} on Redis at {redact(self.url)} "
                 f"within {self.op_timeout_s} s"
             ) from None
 
@@ -632,29 +616,19 @@ class RedisBroker(Broker):
 
     # -- helpers ------------------------------------------------------------------------
     async def _retrying(self, what: str, call: Callable[[int], Awaitable[T]]) -> T:
-        """`call(attempt)` until it does not fail for Redis being unreachable, with backoff,
-        for at most `op_timeout_s`; then `BrokerUnavailable`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.op_timeout_s
-        backoff_s = 0.05
-        attempt = 0
-        while True:
-            if self._closed:
-                raise BrokerClosed(f"cannot {what}: the Redis broker is closed")
-            try:
-                return await call(attempt)
-            except REDIS_DOWN as exc:
-                if self._closed:
-                    raise BrokerClosed(f"cannot {what}: the Redis broker is closed") from exc
-                if loop.time() + backoff_s > deadline:
-                    raise BrokerUnavailable(
-                        f"cannot {what}: Redis at {_redact(self.url)} unreachable for "
-                        f"{self.op_timeout_s} s ({exc})"
-                    ) from exc
-            self._counters["retries"] += 1
-            await asyncio.sleep(backoff_s)  # backoff between attempts, not a sync wait
-            backoff_s = min(backoff_s * 2, self.max_backoff_s)
-            attempt += 1
+        """`call(attempt)` until Redis answers, for at most `op_timeout_s`."""
+        return await retrying(
+            what,
+            call,
+            where=f"Redis at {redact(self.url)}",
+            timeout_s=self.op_timeout_s,
+            closed=lambda: self._closed,
+            max_backoff_s=self.max_backoff_s,
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self) -> None:
+        self._counters["retries"] += 1
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

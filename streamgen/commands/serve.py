@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from segment_pipeline import BACKENDS
 
 from ..config import ConfigError, Settings, load_settings
+from . import run_until_signalled
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,7 +49,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config or os.environ.get("STREAMGEN_CONFIG"))
     if (args.certfile is None) != (args.keyfile is None):
         raise ConfigError("give both --certfile and --keyfile, or neither")
-    return settings.replace(
+    settings = settings.replace(
         host=args.host,
         port=args.port,
         backend=args.backend,
@@ -60,6 +60,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         certfile=args.certfile,
         keyfile=args.keyfile,
     )
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,14 +71,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"streamgen serve: error: {exc}", file=sys.stderr)
         return 2
     from ..app import create_app
-    from ..serving import serve
+    from ..http_server import serve
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await serve(create_app(settings), settings, stop)
+        await serve(create_app(settings), settings, run_until_signalled())
 
     try:
         asyncio.run(main())

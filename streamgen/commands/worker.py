@@ -4,7 +4,7 @@ Takes jobs from the Redis queue (priority order, FIFO within a priority), runs t
 this machine's model, publishes their events through Redis and heartbeats while it runs
 them. API replicas (`streamgen serve` with `embedded_worker: false`) accept the jobs;
 any replica streams them. SIGTERM/SIGINT: stop taking jobs, give running ones
-`graceful_timeout_seconds` to finish, then cancel them (an `error` event, `shutting_down`).
+`graceful_timeout_seconds` to finish, then hand them back to the queue.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from segment_pipeline import BACKENDS
 
+from ..broker.redis_ops import redact
 from ..config import ConfigError, Settings, load_settings
+from ..jobs import RedisJobStore
+from ..runtime import check_role, open_runtime
+from . import run_until_signalled
 
 log = logging.getLogger("streamgen.worker")
 
@@ -55,11 +58,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         device=args.device,
         max_concurrent_jobs=args.concurrency,
     )
-    if settings.broker == "memory":
-        raise ConfigError(
-            "a worker needs a Redis broker (--broker redis://host:6379/0 or "
-            "STREAMGEN_BROKER): with the memory broker `streamgen serve` runs its own jobs"
-        )
+    check_role(settings, "worker")
     if settings.max_concurrent_jobs < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {settings.max_concurrent_jobs}")
     return settings
@@ -85,40 +84,19 @@ async def serve_worker(
     settings: Settings, *, worker_id: str | None = None, stop: asyncio.Event | None = None
 ) -> None:
     """Run a worker until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
-    from segment_pipeline import SegmentPipeline
-
-    from ..app import _load_generator
-    from ..jobstore import RedisJobStore, broker_for
-    from ..worker import Worker
-
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-    generator = await asyncio.to_thread(_load_generator, settings)
-    broker = broker_for(settings)
-    await broker.start()
-    store = RedisJobStore(settings, broker, key_prefix=settings.redis_key_prefix,
-                          identity=worker_id)  # fmt: skip
+    stop = stop or run_until_signalled()
+    runtime = await open_runtime(settings, role="worker", worker_id=worker_id)
     try:
-        await store.start()
-        worker = Worker(settings, SegmentPipeline(generator, settings.encoder_options), broker,
-                        store)  # fmt: skip
-        worker.start()
+        store, worker = runtime.store, runtime.worker
+        assert isinstance(store, RedisJobStore) and worker is not None
         log.info(
             "worker %s ready: model %s, %d job(s) at a time, taking jobs from %s",
-            store.identity, generator.name, worker.concurrency, _redact(settings.broker),
-        )  # fmt: skip
+            store.identity,
+            runtime.generator.name,
+            worker.concurrency,
+            redact(settings.broker),
+        )
         await stop.wait()
         log.info("worker %s stopping", store.identity)
-        await worker.stop(settings.graceful_timeout_seconds)
     finally:
-        await store.close()
-        await broker.close()
-
-
-def _redact(url: str) -> str:
-    from ..broker.redis import _redact as redact
-
-    return redact(url)
+        await runtime.close()

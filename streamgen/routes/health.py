@@ -7,8 +7,8 @@ from quart import Blueprint, Response, jsonify
 from streamgen import __version__
 from streamgen.openapi import build_openapi
 from streamgen.protocol import HealthResponse, ModelCard, ModelList
-from streamgen.service import current_service
 
+from .state import app_state
 from .table import ROUTES, Reply, api_route
 
 bp = Blueprint("health", __name__)
@@ -22,15 +22,15 @@ bp = Blueprint("health", __name__)
     replies={200: Reply(model=HealthResponse), 503: Reply(model=HealthResponse)},
 )
 async def health() -> tuple[Response, int]:
-    service = current_service()
-    manager = service.manager
-    broker = service.settings.broker
+    state = app_state()
+    manager = state.manager
+    broker = state.settings.broker
     queued, running = await manager.counts()
     body = HealthResponse(
         status="healthy" if manager.accepting else "shutting_down",
         model_loaded=True,
         streaming_supported=True,
-        model=service.generator.name,
+        model=state.generator.name,
         version=__version__,
         queue_depth=queued,
         running_jobs=running,
@@ -47,7 +47,7 @@ async def health() -> tuple[Response, int]:
     replies={200: Reply(model=ModelList)},
 )
 async def models() -> Response:
-    generator = current_service().generator
+    generator = app_state().generator
     card = ModelCard(id=generator.name, details=generator.describe())
     return jsonify(ModelList(data=[card]).model_dump())
 

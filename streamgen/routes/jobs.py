@@ -10,20 +10,20 @@ from quart import Blueprint, Response, jsonify, request
 
 from streamgen.errors import InvalidParameter
 from streamgen.protocol import ErrorResponse, GenerationParams, JobObject, parse
-from streamgen.service import current_service
 from streamgen.transports import mp4, ndjson, sse
 
-from .common import (
-    from_seq_of,
-    job_object,
+from .params import from_seq_of, payload_omit
+from .responses import (
     live_mp4_response,
     ndjson_response,
     open_follower,
-    payload_omit,
     sse_response,
     video_file_response,
 )
+from .state import app_state
+from .submit import submit
 from .table import Param, Reply, api_route, read_json
+from .views import job_object
 
 bp = Blueprint("jobs", __name__)
 
@@ -43,9 +43,9 @@ _NOT_FOUND = {404: Reply(model=ErrorResponse, description="no such job")}
     },
 )
 async def create_job() -> tuple[Response, int, dict[str, str]]:
-    service = current_service()
+    state = app_state()
     params = parse(GenerationParams, await read_json())
-    job = await service.manager.submit(params, request_scoped=False)
+    job = await submit(state, params, request_scoped=False)
     return jsonify(job_object(job)), 202, {"Location": f"/v1/jobs/{job.id}"}
 
 
@@ -57,7 +57,7 @@ async def create_job() -> tuple[Response, int, dict[str, str]]:
     replies={200: Reply(model=JobObject), **_NOT_FOUND},
 )
 async def get_job(job_id: str) -> Response:
-    return jsonify(job_object(await current_service().manager.get(job_id)))
+    return jsonify(job_object(await app_state().manager.get(job_id)))
 
 
 @api_route(
@@ -73,11 +73,11 @@ async def get_job(job_id: str) -> Response:
     },
 )
 async def cancel_job(job_id: str) -> tuple[Response, int]:
-    service = current_service()
-    job = await service.manager.get(job_id)
-    await service.manager.cancel(job)
+    state = app_state()
+    job = await state.manager.get(job_id)
+    await state.manager.cancel(job)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(job.done.wait(), timeout=service.settings.graceful_timeout_seconds)
+        await asyncio.wait_for(job.done.wait(), timeout=state.settings.graceful_timeout_seconds)
     return jsonify(job_object(job)), 200 if job.finished else 202
 
 
@@ -110,15 +110,15 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
     },
 )
 async def job_events(job_id: str) -> Response:
-    service = current_service()
-    job = await service.manager.get(job_id)
+    state = app_state()
+    job = await state.manager.get(job_id)
     from_seq = from_seq_of(request.headers.get("Last-Event-ID"), request.args.get("from_seq"))
     wants_ndjson = _events_format() == "ndjson"
     omit = payload_omit(request.args.get("payload"))
-    follower = await open_follower(service, job, from_seq)
+    follower = await open_follower(state, job, from_seq)
     if wants_ndjson:
-        return ndjson_response(service, follower, omit)
-    return sse_response(service, follower, omit)
+        return ndjson_response(state, follower, omit)
+    return sse_response(state, follower, omit)
 
 
 def _events_format() -> str:
@@ -144,9 +144,9 @@ def _events_format() -> str:
     },
 )
 async def job_video(job_id: str) -> Response:
-    service = current_service()
-    job = await service.manager.get(job_id)
+    state = app_state()
+    job = await state.manager.get(job_id)
     if job.finished:
-        return await video_file_response(service, job)
-    follower = await open_follower(service, job, 0)
+        return await video_file_response(state, job)
+    follower = await open_follower(state, job, 0)
     return live_mp4_response(follower)

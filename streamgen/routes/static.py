@@ -8,8 +8,8 @@ from quart import Blueprint, Response, send_from_directory
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
 from streamgen.errors import NotFound
-from streamgen.service import current_service
 
+from .state import app_state
 from .table import Reply, api_route
 
 bp = Blueprint("static", __name__)
@@ -21,7 +21,7 @@ def default_static_dir() -> Path:
 
 
 async def _send(name: str) -> Response:
-    directory = current_service().static_dir
+    directory = app_state().static_dir
     if directory is None or not directory.is_dir():
         raise NotFound("the browser player is not installed (no static/ directory)")
     try:

@@ -13,10 +13,11 @@ from quart import Blueprint, Response, jsonify, request, send_file
 
 from streamgen.errors import ServiceError
 from streamgen.protocol import ErrorResponse, GenerateRequest, GenerationParams, parse
-from streamgen.service import current_service
 from streamgen.transports import mp4, ndjson, sse
 
-from .common import ndjson_response, open_follower, sse_response
+from .responses import ndjson_response, open_follower, sse_response
+from .state import app_state
+from .submit import submit
 from .table import Reply, api_route, read_json
 
 bp = Blueprint("stream", __name__)
@@ -40,11 +41,11 @@ _ERRORS = {
              **_ERRORS},
 )  # fmt: skip
 async def generate_stream() -> Response:
-    service = current_service()
+    state = app_state()
     params = parse(GenerationParams, await read_json())
-    job = await service.manager.submit(params, request_scoped=True)
-    follower = await open_follower(service, job, 0, holds_lease=True)
-    return sse_response(service, follower)
+    job = await submit(state, params, request_scoped=True)
+    follower = await open_follower(state, job, 0, holds_lease=True)
+    return sse_response(state, follower)
 
 
 @api_route(
@@ -56,11 +57,11 @@ async def generate_stream() -> Response:
     replies={200: Reply(ndjson.CONTENT_TYPE, description="one JSON object a line"), **_ERRORS},
 )
 async def generate_stream_chunked() -> Response:
-    service = current_service()
+    state = app_state()
     params = parse(GenerationParams, await read_json())
-    job = await service.manager.submit(params, request_scoped=True)
-    follower = await open_follower(service, job, 0, holds_lease=True)
-    return ndjson_response(service, follower)
+    job = await submit(state, params, request_scoped=True)
+    follower = await open_follower(state, job, 0, holds_lease=True)
+    return ndjson_response(state, follower)
 
 
 @api_route(
@@ -76,10 +77,10 @@ async def generate_stream_chunked() -> Response:
     },
 )
 async def generate() -> Response:
-    service = current_service()
+    state = app_state()
     params = parse(GenerateRequest, await read_json())
-    manager = service.manager
-    job = await manager.submit(params, request_scoped=True)
+    manager = state.manager
+    job = await submit(state, params, request_scoped=True)
     try:
         await job.done.wait()  # a client that goes away cancels this task, and so the job
     finally:

@@ -9,11 +9,13 @@ from quart import Blueprint, Response, jsonify
 from streamgen.errors import Conflict
 from streamgen.jobs import Job
 from streamgen.protocol import ErrorResponse, VideoCreateRequest, VideoObject, parse, video_params
-from streamgen.service import current_service
 from streamgen.transports import mp4
 
-from .common import error_body, video_file_response
+from .responses import video_file_response
+from .state import app_state
+from .submit import submit
 from .table import Reply, api_route, read_json
+from .views import error_body
 
 bp = Blueprint("videos", __name__)
 
@@ -74,9 +76,9 @@ def _percent(job: Job) -> int:
     },
 )
 async def create_video() -> Response:
-    service = current_service()
+    state = app_state()
     params = video_params(parse(VideoCreateRequest, await read_json()))
-    job = await service.manager.submit(params, request_scoped=False)
+    job = await submit(state, params, request_scoped=False)
     return jsonify(video_object(job))
 
 
@@ -88,7 +90,7 @@ async def create_video() -> Response:
     replies={200: Reply(model=VideoObject), 404: Reply(model=ErrorResponse)},
 )
 async def get_video(video_id: str) -> Response:
-    return jsonify(video_object(await current_service().manager.get(video_id)))
+    return jsonify(video_object(await app_state().manager.get(video_id)))
 
 
 @api_route(
@@ -104,8 +106,8 @@ async def get_video(video_id: str) -> Response:
     },
 )
 async def video_content(video_id: str) -> Response:
-    service = current_service()
-    job = await service.manager.get(video_id)
+    state = app_state()
+    job = await state.manager.get(video_id)
     if job.status != "completed":
         raise Conflict(
             f"video {job.id} is {_STATUS[job.status]}, not completed; while it runs, "
@@ -113,4 +115,4 @@ async def video_content(video_id: str) -> Response:
             param="video_id",
             code="video_not_ready" if not job.finished else "video_failed",
         )
-    return await video_file_response(service, job)
+    return await video_file_response(state, job)

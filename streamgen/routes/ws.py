@@ -17,13 +17,15 @@ from quart import Blueprint, websocket
 
 from streamgen.broker.base import Event
 from streamgen.errors import BacklogGone, Conflict, ServiceError, SlowConsumer
+from streamgen.events import ErrorPayload, payload_of
 from streamgen.jobs import Job
 from streamgen.protocol import GenerationParams, parse
-from streamgen.service import Service, current_service
 from streamgen.streaming import Follower
 from streamgen.transports import ws as framing
 
-from .common import open_follower
+from .responses import open_follower
+from .state import AppState, app_state
+from .submit import submit
 
 bp = Blueprint("ws", __name__)
 log = logging.getLogger(__name__)
@@ -33,16 +35,16 @@ log = logging.getLogger(__name__)
 async def stream() -> None:
     await websocket.accept()
     try:
-        service = current_service()
-        follower = await _start(service, framing.parse_command(await websocket.receive()))
+        state = app_state()
+        follower = await _start(state, framing.parse_command(await websocket.receive()))
     except ServiceError as exc:
         extra = {"resume_from": exc.resume_from} if isinstance(exc, BacklogGone) else {}
         await websocket.close(exc.close_code, framing.close_reason(exc, **extra))
         return
     try:
-        listener = asyncio.create_task(_listen(service, follower.job))
+        listener = asyncio.create_task(_listen(state, follower.job))
         try:
-            code, reason = await _send_events(service, follower)
+            code, reason = await _send_events(state, follower)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -52,18 +54,18 @@ async def stream() -> None:
     await websocket.close(code, reason)
 
 
-async def _start(service: Service, command: framing.Command) -> Follower:
+async def _start(state: AppState, command: framing.Command) -> Follower:
     if isinstance(command, framing.Cancel):
         raise Conflict("nothing to cancel: start or subscribe to a job first", param="cancel")
     if isinstance(command, framing.Subscribe):
-        job = await service.manager.get(command.job_id)
-        return await open_follower(service, job, command.from_seq)
+        job = await state.manager.get(command.job_id)
+        return await open_follower(state, job, command.from_seq)
     params = parse(GenerationParams, command.params)
-    job = await service.manager.submit(params, request_scoped=True)
-    return await open_follower(service, job, 0, holds_lease=True)
+    job = await submit(state, params, request_scoped=True)
+    return await open_follower(state, job, 0, holds_lease=True)
 
 
-async def _listen(service: Service, job: Job) -> None:
+async def _listen(state: AppState, job: Job) -> None:
     """Act on the client's later messages: ``{"cancel": true}`` cancels the job."""
     while True:
         message = await websocket.receive()
@@ -74,12 +76,12 @@ async def _listen(service: Service, job: Job) -> None:
             continue
         if isinstance(command, framing.Cancel):
             with contextlib.suppress(Conflict):  # it finished meanwhile
-                await service.manager.cancel(job, message="the client cancelled the job")
+                await state.manager.cancel(job, message="the client cancelled the job")
 
 
-async def _send_events(service: Service, follower: Follower) -> tuple[int, str]:
+async def _send_events(state: AppState, follower: Follower) -> tuple[int, str]:
     """Send events until the terminal one; the close code and reason to end with."""
-    frames = service.frames
+    frames = state.frames
     async for item in follower.items():
         if isinstance(item, SlowConsumer):
             return item.close_code, framing.close_reason(item, resume_from=item.resume_from)
@@ -92,10 +94,11 @@ async def _send_events(service: Service, follower: Follower) -> tuple[int, str]:
 
 
 def _close_for(event: Event) -> tuple[int, str]:
-    if event.type == "complete":
+    payload = payload_of(event)
+    if not isinstance(payload, ErrorPayload):
         return framing.NORMAL, ""
-    code = event.data.get("code")
-    reason = framing.close_reason(ServiceError(str(event.data.get("message", "")), code=code))
+    code = payload.code
+    reason = framing.close_reason(ServiceError(payload.message, code=code))
     if code == "cancelled":
         return framing.NORMAL, reason
     if code == "shutting_down":

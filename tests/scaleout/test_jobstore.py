@@ -15,8 +15,9 @@ import pytest
 from segment_pipeline import ResolvedRequest
 from streamgen.broker import RedisBroker
 from streamgen.config import Settings
-from streamgen.jobs import Job, publish
-from streamgen.jobstore import RedisJobStore, pack_request, unpack_request
+from streamgen.events import StartPayload
+from streamgen.jobs import Job, RedisJobStore, publish
+from streamgen.jobs.codec import pack_request, unpack_request
 from tests.redis_server import RedisServer, running_redis
 
 pytestmark = pytest.mark.redis
@@ -25,6 +26,12 @@ REQUEST = ResolvedRequest(
     prompt="a red ball", negative_prompt="", seed=1, width=64, height=64, fps=8.0,
     total_frames=28, num_inference_steps=2, guidance_scale=1.0, segment_frames=12,
     overlap_frames=4,
+)  # fmt: skip
+
+
+START = StartPayload(
+    codec="avc1.64000a", mime='video/mp4; codecs="avc1.64000a"', init_segment=b"init",
+    width=64, height=64, fps=8.0, total_segments=3, total_frames=28, seed=1, model="m",
 )  # fmt: skip
 
 
@@ -55,7 +62,7 @@ async def queue(jobs: RedisJobStore, priority: int, **fields: object) -> Job:
         request_scoped=False, **fields,  # type: ignore[arg-type]
     )  # fmt: skip
     await jobs.create(job)
-    await publish(jobs.broker, job, "start", {"init_segment": b"init"})
+    await publish(jobs.broker, job, START)
     await jobs.enqueue(job)
     return job
 
@@ -106,7 +113,7 @@ def test_a_silent_worker_loses_its_job_and_cannot_write_it_any_more(
                 assert [e.type for e in events] == ["start", "error"]
                 assert events[-1].data["code"] == "worker_lost"
                 taken.segments_done = 3
-                assert not await dead.record(taken, "segment", {}), "a lost job was written"
+                assert not await dead.record(taken), "a lost job was written"
                 assert (await api.get(job.id)).segments_done == 0
 
     asyncio.run(main())

@@ -9,9 +9,11 @@ import json
 
 import msgpack
 import pytest
+from streamgen_client.sse import SSEParser
 
 from streamgen.broker.base import Event
 from streamgen.errors import InvalidParameter, MalformedRequest, SlowConsumer
+from streamgen.events import ProgressPayload, SegmentPayload, StartPayload, to_data
 from streamgen.streaming import FrameCache, _batches
 from streamgen.transports import mp4, ndjson, sse, ws
 from streamgen.transports.text import text_fields
@@ -50,29 +52,28 @@ def test_sse_retry_and_comments() -> None:
         sse.format_comment("two\nlines")
 
 
-def test_sse_parser_reads_back_what_is_written_in_any_chunking() -> None:
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_sse_reads_back_what_is_written_in_any_chunking(newline: bytes) -> None:
+    # The client's parser (the project's one SSE parser) reads what the server writes, also
+    # with CRLF line ends (a proxy may rewrite them). The data is compact JSON, so its text
+    # holds no raw newline and only the line ends change.
     stream = (
         sse.format_retry(1500)
         + sse.KEEP_ALIVE
         + sse.format_event(SEGMENT)
         + sse.format_event(ERROR)
-    )
+    ).replace(b"\n", newline)
     for size in (1, 2, 7, len(stream)):
-        parser = sse.SSEParser()
+        parser = SSEParser()
         messages = []
         for start in range(0, len(stream), size):
             messages += parser.feed(stream[start : start + size])
-        assert [m.event for m in messages] == ["retry", "segment", "error"]
-        assert messages[0].retry == 1500
-        assert json.loads(messages[1].data) == text_fields(SEGMENT)
-        assert messages[2].id == "9" and parser.last_event_id == "9"
+        assert [m.event for m in messages] == ["segment", "error"]
+        assert parser.retry_ms == 1500
+        assert json.loads(messages[0].data) == text_fields(SEGMENT)
+        assert messages[1].id == "9" and parser.last_event_id == "9"
         assert parser.comments == 1
-
-
-def test_sse_parser_handles_crlf_and_multiline_data() -> None:
-    parser = sse.SSEParser()
-    messages = parser.feed(b"event: x\r\ndata: a\r\ndata: b\r\n\r\n")
-    assert messages == [sse.SSEMessage("x", "a\nb", None)]
+        assert not parser.pending
 
 
 def test_ndjson_lines_carry_status_and_nest_errors() -> None:
@@ -128,12 +129,20 @@ def test_ws_close_reason_fits_in_a_close_frame() -> None:
 
 
 def test_mp4_body_is_init_then_fragments() -> None:
-    start = Event("j", 0, "start", {"init_segment": b"INIT"})
-    progress = Event("j", 1, "progress", {"step": 1})
+    start = Event("j", 0, "start", to_data(StartPayload(
+        codec="avc1.64000a", mime='video/mp4; codecs="avc1.64000a"', init_segment=b"INIT",
+        width=64, height=64, fps=8.0, total_segments=2, total_frames=20, seed=1, model="m",
+    )))  # fmt: skip
+    progress = Event("j", 1, "progress", to_data(ProgressPayload(0, 1, 2, 2)))
+    segment = Event("j", 2, "segment", to_data(SegmentPayload(
+        segment_index=0, total_segments=2, is_final=False, start_frame=0, num_frames=12,
+        start_time=0.0, end_time=1.5, fragment=b"\x00moof\nline", segment=b"seg\r\n",
+        generate_seconds=0.1, encode_seconds=0.01,
+    )))  # fmt: skip
     assert mp4.body_chunk(start) == b"INIT"
     assert mp4.body_chunk(progress) is None
-    assert mp4.body_chunk(SEGMENT) == b"\x00moof\nline"
-    assert mp4.ends_body(ERROR) and not mp4.ends_body(SEGMENT)
+    assert mp4.body_chunk(segment) == b"\x00moof\nline"
+    assert mp4.ends_body(ERROR) and not mp4.ends_body(segment)
 
 
 def test_frame_cache_frames_each_event_once() -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from segment_pipeline import (
     EncodedSegment,
@@ -30,25 +30,27 @@ from segment_pipeline import (
     SegmentPipeline,
 )
 
-from .broker.base import Broker, BrokerError
-from .config import Settings
-from .errors import GenerationFailed, ServiceError, from_pipeline_error
-from .jobs import (
-    Job,
-    JobStatus,
-    Post,
-    cancel_error,
-    complete_data,
-    error_data,
-    publish,
-    publish_terminal,
-    segment_data,
+from ..broker.base import Broker, BrokerError
+from ..config import Settings
+from ..errors import GenerationFailed, ServiceError, from_pipeline_error
+from ..events import (
+    ErrorPayload,
+    Payload,
+    ProgressPayload,
+    SegmentPayload,
+    StartPayload,
+    Terminal,
+    payload_of,
 )
-from .jobstore import JobStore
+from .log import complete_payload, publish, publish_terminal, segment_payload
+from .record import Job, JobStatus, cancel_error
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
 HAND_BACK = "handed_back"  # cancel code: stop generating and requeue the job (shutdown)
+Post = Callable[[Payload], None]
+"""Hands an event's payload from a generator thread to the event loop."""
 
 
 class Worker:
@@ -117,12 +119,12 @@ class Worker:
 
     async def _run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        outbox: asyncio.Queue[Payload | tuple[JobStatus, ServiceError | None]] = asyncio.Queue()
         self.running[job.id] = job
         self.jobs_run += 1
 
-        def post(kind: str, data: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(outbox.put_nowait, (kind, data))
+        def post(payload: Payload) -> None:
+            loop.call_soon_threadsafe(outbox.put_nowait, payload)
 
         publisher = asyncio.create_task(self._publish_all(job, outbox))
         status: JobStatus = "completed"
@@ -150,7 +152,7 @@ class Worker:
             self.running.pop(job.id, None)
             raise
         # After every event the threads posted (call_soon_threadsafe keeps their order).
-        outbox.put_nowait(("end", (status, error)))
+        outbox.put_nowait((status, error))
         try:
             await publisher
         finally:
@@ -165,8 +167,8 @@ class Worker:
             raise GenerationFailed(
                 f"cannot read the job's log: {exc}", code="broker_error"
             ) from exc
-        start = next((e for e in events if e.type == "start"), None)
-        if start is None:
+        start = next((payload_of(e) for e in events if e.type == "start"), None)
+        if not isinstance(start, StartPayload):
             raise GenerationFailed(
                 f"the log of job {job.id} is gone (its start event expired or was lost)",
                 code="backlog_lost",
@@ -175,18 +177,16 @@ class Worker:
             job.cancel_code, job.cancel_message = "worker_lost", "the job's log already ended"
             job.cancel.set()
             raise GenerationCancelled("the job's log already ended")
-        later = [e for e in events if e.seq > job.last_seq and e.type == "segment"]
+        later = [payload_of(e) for e in events if e.seq > job.last_seq and e.type == "segment"]
         job.segments_done += len(later)
-        job.frames_done += sum(int(e.data["num_frames"]) for e in later)
+        job.frames_done += sum(p.num_frames for p in later if isinstance(p, SegmentPayload))
         job.next_seq = events[-1].seq + 1
-        adopt = getattr(self.broker, "adopt", None)
-        if adopt is not None:
-            adopt(events)  # this broker can now restore the job's backlog if Redis loses it
+        self.broker.adopt(events)  # it can now restore the job's backlog if Redis loses it
         try:
             job.pipeline_job = await asyncio.to_thread(self.pipeline.open, job.request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
-        if job.pipeline_job.init_segment != bytes(start.data["init_segment"]):
+        if job.pipeline_job.init_segment != start.init_segment:
             raise GenerationFailed(
                 "this worker's encoder makes a different init segment than the replica that "
                 "accepted the job: give replicas and workers the same encoder settings "
@@ -195,30 +195,27 @@ class Worker:
             )
         return job.segments_done
 
-    async def _publish_all(self, job: Job, outbox: asyncio.Queue[tuple[str, Any]]) -> None:
+    async def _publish_all(
+        self, job: Job, outbox: asyncio.Queue[Payload | tuple[JobStatus, ServiceError | None]]
+    ) -> None:
         while True:
-            kind, data = await outbox.get()
-            if kind == "end":
-                await self._end(job, *data)
+            payload = await outbox.get()
+            if isinstance(payload, tuple):  # the end: (status, error)
+                await self._end(job, *payload)
                 return
             try:
-                await publish(self.broker, job, kind, data)
+                await publish(self.broker, job, payload)
             except BrokerError as exc:
-                log.error("job %s: cannot publish %s: %s", job.id, kind, exc)
-                self._stop(job, "broker_error", f"the broker failed: {exc}")
+                log.error("job %s: cannot publish %s: %s", job.id, payload.type, exc)
+                job.stop("broker_error", f"the broker failed: {exc}")
                 continue
             try:
-                ours = await self.store.record(job, kind, data)
+                ours = await self.store.record(job)
             except BrokerError as exc:  # state lags; the next event's record catches up
                 log.warning("job %s: cannot record its state: %s", job.id, exc)
                 continue
             if not ours:
-                self._stop(job, "worker_lost", "the job was taken from this worker")
-
-    def _stop(self, job: Job, code: str, message: str) -> None:
-        if not job.cancel.is_set():
-            job.cancel_code, job.cancel_message = code, message
-            job.cancel.set()
+                job.stop("worker_lost", "the job was taken from this worker")
 
     async def _end(self, job: Job, status: JobStatus, error: ServiceError | None) -> None:
         """Record the outcome, then publish the terminal event (state first, so whoever
@@ -229,16 +226,13 @@ class Worker:
             job.done.set()
             return
         job.status, job.error, job.finished_at = status, error, time.time()
-        if error is None:
-            kind, data = "complete", complete_data(job)
-        else:
-            kind, data = "error", error_data(error)
-        if not await self.store.finish(job, kind, data):
+        terminal: Terminal = complete_payload(job) if error is None else ErrorPayload.of(error)
+        if not await self.store.finish(job, terminal):
             log.warning("job %s: not publishing its end: another worker or reaper owns it",
                         job.id)  # fmt: skip
             job.done.set()
             return
-        await publish_terminal(self.broker, self.store, job, kind, data)
+        await publish_terminal(self.broker, self.store, job, terminal)
 
     def _generate(self, job: Job, post: Post, skip: int) -> None:
         """Runs on a worker thread: generate, encode, write the file (memory store) and
@@ -248,17 +242,13 @@ class Worker:
 
         def on_progress(index: int, step: int, steps: int) -> None:
             if index >= skip:
-                post(
-                    "progress",
-                    {"segment_index": index, "step": step, "total_steps": steps,
-                     "total_segments": total},
-                )  # fmt: skip
+                post(ProgressPayload(index, step, steps, total))
 
         if job.video_path is None:
 
             def on_segment(encoded: EncodedSegment) -> None:
                 if encoded.index >= skip:
-                    post("segment", segment_data(encoded))
+                    post(segment_payload(encoded))
 
             job.pipeline_job.run(on_segment, progress=on_progress, cancel=job.cancel)
             return
@@ -269,6 +259,6 @@ class Worker:
             def write_segment(encoded: EncodedSegment) -> None:
                 video.write(encoded.fragment)
                 video.flush()
-                post("segment", segment_data(encoded))
+                post(segment_payload(encoded))
 
             job.pipeline_job.run(write_segment, progress=on_progress, cancel=job.cancel)

@@ -1,0 +1,35 @@
+"""Jobs: what a job is, how its events are published, where jobs are kept, who accepts them
+and who runs them. One idea a module, in the order a job meets them:
+
+- `record`: the `Job` record (a leaf: everyone reads it)
+- `log`: a job's event log: publishing its typed events in order, its video from the log
+- `store`: the `JobStore` seam and `MemoryJobStore` (one process)
+- `redis_store`: `RedisJobStore` (replicas and workers on one Redis), with its
+  `redis_schema` (keys, Lua scripts), `codec` (a job as Redis fields) and `redis_reaper`
+  (jobs whose worker died)
+- `manager`: `JobManager`, the API side (accept, look up, cancel, leases)
+- `worker`: `Worker`, which takes jobs from a store and runs the segment pipeline
+
+The pieces are put together in one place, `streamgen.runtime`.
+"""
+
+from .log import publish, publish_terminal
+from .manager import JobManager
+from .record import FINISHED, Job, JobStatus
+from .redis_store import RedisJobStore
+from .store import CancelOutcome, JobStore, MemoryJobStore
+from .worker import Worker
+
+__all__ = [
+    "FINISHED",
+    "CancelOutcome",
+    "Job",
+    "JobManager",
+    "JobStatus",
+    "JobStore",
+    "MemoryJobStore",
+    "RedisJobStore",
+    "Worker",
+    "publish",
+    "publish_terminal",
+]

@@ -1,0 +1,239 @@
+"""`JobManager`: the API side of jobs. It accepts a job (checks it, opens its pipeline job,
+publishes its `start` event, queues it in the store), looks jobs up, cancels them, counts
+the subscribers of request-scoped jobs and serves finished videos.
+
+Request-scoped jobs (`/generate-stream`, `/generate`, a WebSocket request) hold leases, one
+per subscriber; when the last lease goes the job is cancelled, within one denoising step.
+With Redis, leases are counted across replicas. Jobs made with `/v1/jobs` run on without
+subscribers. Jobs are run by a `Worker` (`worker`), in this process or another one; the
+manager never sees it: both meet in the `JobStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from segment_pipeline import GenerationRequest, PipelineError, SegmentPipeline
+
+from ..background import TaskSet
+from ..broker.base import Broker, BrokerError
+from ..config import Settings
+from ..errors import (
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    QueueFull,
+    ServiceUnavailable,
+    from_pipeline_error,
+)
+from ..events import ErrorPayload
+from .log import assemble_video, publish, publish_terminal, start_payload
+from .record import Job
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class JobManager:
+    """Accepts jobs, queues them (priority, then FIFO) in its store, looks them up and
+    cancels them. Running them is a `Worker`'s, here or in another process."""
+
+    def __init__(
+        self, settings: Settings, pipeline: SegmentPipeline, broker: Broker, store: JobStore
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.broker = broker
+        self.model_name = pipeline.generator.name
+        self.accepting = False
+        self._own_dir = settings.jobs_dir is None
+        self.videos_dir = Path(settings.jobs_dir or tempfile.mkdtemp(prefix="streamgen-jobs-"))
+        self.videos_dir.mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self._tasks = TaskSet(log, "job manager", quiet=(Conflict,))
+
+    # Lifecycle (driven by `streamgen.runtime`) ---------------------------------------------
+    async def stop_accepting(self) -> None:
+        """Refuse new jobs (503 ``shutting_down``). Jobs queued in this process get an
+        `error` event at once; jobs queued in Redis stay there for other workers."""
+        self.accepting = False
+        if not self.store.shared:
+            for job in await self.store.queued_here():
+                with contextlib.suppress(Conflict):
+                    await self.cancel(job, "shutting_down", "the server is shutting down")
+
+    async def finish_tasks(self, grace_s: float) -> None:
+        """Wait up to `grace_s` seconds for background cancels, then drop a temporary
+        videos directory."""
+        await self._tasks.wait(grace_s)
+        if self._own_dir:
+            shutil.rmtree(self.videos_dir, ignore_errors=True)
+
+    # Queries ------------------------------------------------------------------------------
+    async def get(self, job_id: str) -> Job:
+        """The job (its state as fresh as the store has it); `JobNotFound` (404) if unknown."""
+        return await self.store.get(job_id)
+
+    async def counts(self) -> tuple[int, int]:
+        """(queued, running) jobs: this process's, or the whole cluster's with Redis."""
+        try:
+            return await self.store.counts()
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
+
+    async def video_file(self, job: Job) -> Path:
+        """The finished job's MP4 on this machine (init + every fragment).
+
+        With a shared store the file is rebuilt from the job's backlog on first use and
+        kept in `videos_dir`; raises `NotFound` when the job produced no video and
+        `BacklogGone` (410) when its segments rolled out of (or expired from) the backlog.
+        """
+        if job.video_path is not None:
+            if not job.video_path.exists():
+                raise NotFound(
+                    f"job {job.id} ended ({job.status}) before producing video", param="job_id"
+                )
+            return job.video_path
+        path = self.videos_dir / f"{job.id}.mp4"
+        if path.exists():
+            return path
+        try:
+            events = await self.broker.backlog(job.id, 0)
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
+        data = assemble_video(job, events)
+        partial = path.with_suffix(f".{secrets.token_hex(4)}.part")
+        await asyncio.to_thread(partial.write_bytes, data)
+        partial.replace(path)
+        self.store.remember_file(job.id, path)
+        return path
+
+    # Submitting and cancelling ----------------------------------------------------------------
+    async def admit(self, model: str | None) -> None:
+        """Whether a job for `model` (None: the loaded one) would be taken now; cheap, so
+        callers check it before decoding a request's media. Raises `InvalidParameter`
+        (422), `QueueFull` (429) or `ServiceUnavailable` (503)."""
+        self._check_accepting()
+        if model is not None and model != self.model_name:
+            raise InvalidParameter(
+                f"model {model!r} is not served here; this server runs {self.model_name!r}",
+                param="model",
+            )
+        await self._check_queue()
+
+    async def submit(
+        self,
+        request: GenerationRequest,
+        *,
+        model: str | None = None,
+        priority: int = 0,
+        request_scoped: bool,
+    ) -> Job:
+        """Check `request`, queue a job for it and publish its `start` event.
+
+        A request-scoped job comes back holding one lease, which the caller must `release`.
+        Raises `InvalidParameter` (422), `QueueFull` (429) or `ServiceUnavailable` (503).
+        """
+        await self.admit(model)
+        try:
+            pipeline_job = await asyncio.to_thread(self.pipeline.open, request)
+        except PipelineError as exc:
+            raise from_pipeline_error(exc) from exc
+        self._check_accepting()
+        await self._check_queue()
+        job_id = "job_" + secrets.token_hex(10)
+        job = Job(
+            id=job_id,
+            request=pipeline_job.request,
+            pipeline_job=pipeline_job,
+            model=self.model_name,
+            priority=priority,
+            request_scoped=request_scoped,
+            video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
+            leases=1 if request_scoped else 0,
+            max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
+        )
+        try:
+            await self.store.create(job)
+            try:
+                await publish(self.broker, job, start_payload(job))
+            except BrokerError:
+                await self.store.discard(job)
+                raise
+            await self.store.enqueue(job)
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
+        return job
+
+    async def cancel(self, job: Job, code: str = "cancelled", message: str | None = None) -> None:
+        """Cancel `job` (409 `Conflict` when it already finished). A queued job ends at
+        once; a running one is stopped by its worker within one denoising step."""
+        message = message or "the job was cancelled"
+        try:
+            outcome = await self.store.cancel(job, code, message)
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
+        if outcome == "finished":
+            raise Conflict(f"job {job.id} already {job.status}", param="job_id")
+        if outcome == "queued":
+            terminal = ErrorPayload(code=code, message=message, param=None)
+            await publish_terminal(self.broker, self.store, job, terminal)
+
+    def acquire(self, job: Job) -> None:
+        """One more subscriber holds `job` (request-scoped jobs only run while one does)."""
+        job.leases += 1
+        if job.orphan_timer is not None:
+            job.orphan_timer.cancel()
+            job.orphan_timer = None
+        if job.leases == 1 and job.request_scoped and not job.finished:
+            self.store.lease_held(job)
+
+    def release(self, job: Job, grace_s: float = 0.0) -> None:
+        """A subscriber let go; the last one of a request-scoped job (in the whole cluster,
+        with Redis) cancels it, at once or after `grace_s` seconds in which a new
+        subscriber may resume it."""
+        job.leases = max(0, job.leases - 1)
+        if job.leases or not job.request_scoped or job.finished:
+            return
+        self.store.lease_dropped(job, grace_s)
+        if grace_s > 0:
+            loop = asyncio.get_running_loop()
+            job.orphan_timer = loop.call_later(grace_s, self._orphaned, job)
+        else:
+            self._orphaned(job)
+
+    def _orphaned(self, job: Job) -> None:
+        job.orphan_timer = None
+        if job.leases == 0 and not job.finished:
+            self._tasks.spawn(self._cancel_orphan(job))
+
+    async def _cancel_orphan(self, job: Job) -> None:
+        try:
+            if await self.store.held_elsewhere(job) or job.leases:
+                if job.leases:
+                    self.store.lease_held(job)
+                return  # a subscriber on another replica (or a new one here) holds it
+            with contextlib.suppress(Conflict):  # it finished meanwhile
+                await self.cancel(job, "cancelled", "the last subscriber disconnected")
+        except (BrokerError, ServiceUnavailable) as exc:
+            # The store is closed (shutting down) or Redis is away: the job's lease lapses
+            # and any replica's reaper cancels it unless a client resumes it elsewhere.
+            log.info("job %s: not cancelled here (%s); its lease will lapse", job.id, exc)
+
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise ServiceUnavailable("the server is shutting down", code="shutting_down")
+
+    async def _check_queue(self) -> None:
+        queued, _ = await self.counts()
+        if queued >= self.settings.max_queued_jobs:
+            raise QueueFull(
+                f"{queued} jobs are queued, the limit is "
+                f"{self.settings.max_queued_jobs}; retry later"
+            )

@@ -1,0 +1,79 @@
+"""The job record: what one job is and what is known of its progress.
+
+A leaf module: everything in the jobs package (and the routes) reads `Job`; it imports
+nothing of theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from segment_pipeline import CancelEvent, PipelineJob, ResolvedRequest
+
+from ..errors import Conflict, ServiceError, ServiceUnavailable
+
+JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation job and what is known of its progress (mutated on the event loop only).
+
+    With a shared (Redis) store this is one process's view of the job, refreshed from
+    Redis; `pipeline_job` is set only where the job was opened (the submitting replica for
+    its `start` event, the worker that runs it).
+    """
+
+    id: str
+    request: ResolvedRequest = field(repr=False)
+    model: str
+    priority: int
+    request_scoped: bool
+    video_path: Path | None = None  # the file the worker writes (memory store only)
+    pipeline_job: PipelineJob | None = field(default=None, repr=False)
+    created_at: float = field(default_factory=time.time)
+    status: JobStatus = "queued"
+    started_at: float | None = None
+    finished_at: float | None = None
+    segments_done: int = 0
+    frames_done: int = 0
+    progress: dict[str, Any] | None = None  # segment_index, step, total_steps
+    error: ServiceError | None = None
+    leases: int = 0  # subscribers in this process
+    next_seq: int = 0
+    worker: str | None = None  # who runs it (shared store)
+    attempt: int = 0  # runs started (a retried job has 2)
+    max_attempts: int = 1
+    cancel: CancelEvent = field(default_factory=CancelEvent, repr=False)
+    cancel_code: str = "cancelled"
+    cancel_message: str = "the job was cancelled"
+    done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    publish_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    orphan_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    def stop(self, code: str, message: str) -> None:
+        """Ask the generator to stop within one denoising step; the job then ends with
+        `code` (the first reason given wins)."""
+        if not self.cancel.is_set():
+            self.cancel_code, self.cancel_message = code, message
+            self.cancel.set()
+
+
+def cancel_error(code: str, message: str) -> ServiceError:
+    """The error a cancelled job ends with: 503 when the server shut down, else 409."""
+    if code == "shutting_down":
+        return ServiceUnavailable(message, code=code)
+    return Conflict(message, code=code)

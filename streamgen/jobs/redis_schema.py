@@ -1,0 +1,346 @@
+"""The Redis job store's schema: its key layout and its Lua scripts (every state change of
+a job is one script, so it is atomic).
+
+Keys (`prefix` as the broker's; one hash tag per job, as the broker's backlog)::
+
+    {prefix}:{<job>}:job      hash: the job's state and its resolved request
+    {prefix}:{<job>}:leases   zset: replicas holding a request-scoped job -> expiry (ms)
+    {prefix}:jobs:queue       zset: queued job ids, score (100 - priority) * 1e12 + n
+    {prefix}:jobs:order       counter n (FIFO within a priority)
+    {prefix}:jobs:active      zset: jobs someone must finish -> deadline (ms, Redis time)
+    {prefix}:jobs:workers     zset: live workers -> expiry (ms)
+    {prefix}:jobs:control     pub/sub: "queued", "cancel <job>", "finished <job>"
+
+Each script's comment lists its KEYS and ARGV. Times inside scripts are Redis's own
+(`TIME`), in milliseconds, so deadlines do not depend on the callers' clocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from ..broker.base import BrokerClosed
+from ..broker.redis_ops import connect, retrying
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """The names of the store's keys and channel under `prefix`."""
+
+    prefix: str
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}:jobs:queue"
+
+    @property
+    def order(self) -> str:
+        return f"{self.prefix}:jobs:order"
+
+    @property
+    def active(self) -> str:
+        return f"{self.prefix}:jobs:active"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:jobs:workers"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:jobs:control"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:{{{job_id}}}:job"
+
+    def leases(self, job_id: str) -> str:
+        return f"{self.prefix}:{{{job_id}}}:leases"
+
+
+# Fields a replica reads to show a job (`inputs`, the worker's arrays, is left out).
+VIEW_FIELDS = (
+    "status", "model", "priority", "request_scoped", "created_at", "request", "max_attempts",
+    "worker", "attempt", "started_at", "finished_at", "segments_done", "frames_done",
+    "last_seq", "progress", "error",
+)  # fmt: skip
+SCORE_BASE = 10**12  # queue score: (100 - priority) * base + FIFO counter (< 2**53)
+
+_NOW = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+_CREATE_LUA = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+local now = now_ms()
+if ARGV[1] ~= '' then redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[3]) end
+return 1
+"""
+)
+# KEYS: job, leases, active. ARGV: lease member ('' none), lease ms, active member ('' none),
+# active ms, field/value pairs. Writes only when the job is missing (create, restore).
+
+_ENQUEUE_LUA = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'score', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+# KEYS: job, queue. ARGV: job id, queue score, control channel, message.
+
+_CLAIM_LUA = (
+    _NOW
+    + """
+for _ = 1, 32 do
+  local top = redis.call('ZPOPMIN', KEYS[1])
+  if #top == 0 then return false end
+  local id = top[1]
+  local key = ARGV[1] .. ':{' .. id .. '}:job'
+  if redis.call('HGET', key, 'status') == 'queued' then
+    local attempt = tonumber(redis.call('HGET', key, 'attempt') or '0') + 1
+    redis.call('HSET', key, 'status', 'running', 'worker', ARGV[2], 'attempt', attempt,
+               'heartbeat_at', ARGV[3])
+    local started = redis.call('HGET', key, 'started_at')
+    if not started or started == '' then redis.call('HSET', key, 'started_at', ARGV[3]) end
+    redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[4]), id)
+    return redis.call('HGETALL', key)
+  end
+end
+return false
+"""
+)
+# KEYS: queue, active. ARGV: key prefix, worker id, now (Unix s), dead-after ms. Pops the best
+# queued job and marks it running here; returns its fields (flat), or nil when none.
+
+_HEARTBEAT_LUA = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'cancel')
+if h[1] ~= 'running' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return {'lost', ''} end
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[4]), ARGV[1])
+redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[5])
+return {'ok', h[4] or ''}
+"""
+)
+# KEYS: job, active. ARGV: job id, worker, attempt, dead-after ms, now (Unix s).
+
+_RECORD_LUA = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
+if not h[1] then return -1 end
+if h[1] ~= 'running' or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
+# KEYS: job. ARGV: worker, attempt, field/value pairs. -1 missing, 0 not ours, 1 stored.
+
+_FINISH_LUA = (
+    _NOW
+    + """
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')
+if not h[1] then return -1 end
+if h[1] ~= 'running' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HDEL', KEYS[1], 'cancel')
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[4]), ARGV[1])
+return 1
+"""
+)
+# KEYS: job, active. ARGV: job id, worker, attempt, dead-after ms, field/value pairs. The job
+# stays in `active` (ours to publish its terminal event) until `settle`.
+
+_SETTLE_LUA = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '0')
+  if tonumber(ARGV[5]) > last then redis.call('HSET', KEYS[1], 'last_seq', ARGV[5]) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+# KEYS: job, active, leases. ARGV: job id, finished-job TTL ms, control channel, message,
+# the seq of the terminal event.
+
+_CANCEL_LUA = (
+    _NOW
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[3], 'error', ARGV[4],
+             'terminal', ARGV[5])
+  redis.call('ZADD', KEYS[3], now_ms() + tonumber(ARGV[6]), ARGV[1])
+  return 'queued'
+end
+if status == 'running' then
+  if not redis.call('HGET', KEYS[1], 'cancel') then
+    redis.call('HSET', KEYS[1], 'cancel', ARGV[2])
+  end
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
+  return 'running'
+end
+return 'finished'
+"""
+)
+# KEYS: job, queue, active. ARGV: job id, cancel request, now (Unix s), error, terminal,
+# dead-after ms, control channel, message.
+
+_DUE_LUA = (
+    _NOW
+    + """
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+local lease = now + tonumber(ARGV[1])
+for _, id in ipairs(due) do
+  redis.call('ZADD', KEYS[1], lease, id)
+  table.insert(out, id)
+end
+return {lease, out}
+"""
+)
+# KEYS: active. ARGV: dead-after ms, limit. Jobs whose heartbeat (or publish lease) lapsed,
+# each leased to the caller for dead-after ms (so one reaper handles each).
+
+_LAPSE_LUA = """
+if tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1])) ~= tonumber(ARGV[2]) then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'score')
+if h[1] ~= 'running' or h[2] ~= ARGV[3] then return 0 end
+if ARGV[4] == 'requeue' then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], h[3], ARGV[1])
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+  return 1
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HDEL', KEYS[1], 'cancel')
+return 1
+"""
+# KEYS: job, active, queue. ARGV: job id, the reaper's lease score (no heartbeat since),
+# attempt, 'requeue' (then channel, message) or 'end' (then field/value pairs).
+
+_ORPHANS_LUA = (
+    _NOW
+    + """
+local now = now_ms()
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[1] .. ':{' .. id .. '}:job'
+  local h = redis.call('HMGET', key, 'status', 'request_scoped', 'cancel')
+  if h[1] == 'running' and h[2] == '1' and not h[3] then
+    local leases = ARGV[1] .. ':{' .. id .. '}:leases'
+    if redis.call('ZCOUNT', leases, now, '+inf') == 0 then
+      redis.call('HSET', key, 'cancel', ARGV[2])
+      redis.call('PUBLISH', ARGV[3], 'cancel ' .. id)
+      table.insert(out, id)
+    end
+  end
+end
+return out
+"""
+)
+# KEYS: active. ARGV: key prefix, cancel request, control channel. Request-scoped running
+# jobs with no live lease anywhere (their replicas died): ask their workers to stop.
+
+_LEASE_LUA = (
+    _NOW
+    + """
+if ARGV[2] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+end
+return 1
+"""
+)
+# KEYS: leases. ARGV: holder, ms it holds for ('' to let go), key TTL ms.
+
+_HELD_ELSEWHERE_LUA = (
+    _NOW
+    + """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('ZCOUNT', KEYS[1], now_ms(), '+inf')
+"""
+)
+# KEYS: leases. ARGV: this holder. Let go, then count live holders.
+
+_GIVE_BACK_LUA = """
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'score')
+if h[1] ~= 'running' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'attempt', tonumber(h[3]) - 1)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], h[4], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+# KEYS: job, active, queue. ARGV: job id, worker, attempt, channel, message.
+
+_SOURCES = {
+    "create": _CREATE_LUA, "enqueue": _ENQUEUE_LUA, "claim": _CLAIM_LUA,
+    "heartbeat": _HEARTBEAT_LUA, "record": _RECORD_LUA, "finish": _FINISH_LUA,
+    "settle": _SETTLE_LUA, "cancel": _CANCEL_LUA, "due": _DUE_LUA, "lapse": _LAPSE_LUA,
+    "orphans": _ORPHANS_LUA, "lease": _LEASE_LUA, "held": _HELD_ELSEWHERE_LUA,
+    "give_back": _GIVE_BACK_LUA,
+}  # fmt: skip
+
+
+class JobsRedis:
+    """The job store's Redis: one client with every script registered, run with retries
+    (for at most `op_timeout_s` seconds each). `closed` is set by the owner when it closes.
+    """
+
+    def __init__(self, url: str, keys: RedisKeys, op_timeout_s: float) -> None:
+        self.url = url
+        self.keys = keys
+        self.op_timeout_s = op_timeout_s
+        self.closed = False
+        self._redis: Redis | None = None
+        self._scripts: dict[str, Any] = {}
+
+    def open(self) -> None:
+        """Make the client (it connects on first use)."""
+        self._redis = connect(self.url)
+        self._scripts = {name: self._redis.register_script(src) for name, src in _SOURCES.items()}
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def client(self) -> Redis:
+        if self._redis is None:
+            raise BrokerClosed("the job store is not started: call `await store.start()`")
+        return self._redis
+
+    async def script(self, name: str, what: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the script `name` with retries (`what` names it in errors)."""
+        script = self._scripts[name]
+        return await self.command(what, lambda: script(keys=keys, args=args))
+
+    async def command(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` (a Redis command) until Redis answers, for at most `op_timeout_s`."""
+        if self._redis is None:
+            raise BrokerClosed(f"cannot {what}: the job store is not started")
+        return await retrying(
+            what,
+            lambda _: call(),
+            where="Redis (job store)",
+            timeout_s=self.op_timeout_s,
+            closed=lambda: self.closed,
+        )

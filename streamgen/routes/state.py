@@ -1,0 +1,56 @@
+"""What the routes read while the app serves: the process's `Runtime` (model, broker, jobs),
+the frame cache shared by subscribers, and the player's directory.
+
+Built in the app's `before_serving` and kept on the app (``app.extensions["streamgen"]``),
+never in module globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from quart import current_app
+
+from segment_pipeline import SegmentedGenerator
+from streamgen.broker.base import Broker
+from streamgen.config import Settings
+from streamgen.errors import ServiceUnavailable
+from streamgen.jobs import JobManager
+from streamgen.runtime import Runtime
+from streamgen.streaming import FrameCache
+
+EXTENSION = "streamgen"
+
+
+@dataclass
+class AppState:
+    runtime: Runtime
+    frames: FrameCache
+    static_dir: Path | None
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def generator(self) -> SegmentedGenerator:
+        return self.runtime.generator
+
+    @property
+    def broker(self) -> Broker:
+        return self.runtime.broker
+
+    @property
+    def manager(self) -> JobManager:
+        manager = self.runtime.manager
+        assert manager is not None, "a serving runtime has a job manager"
+        return manager
+
+
+def app_state() -> AppState:
+    """The running app's `AppState`; 503 while it is not (yet, or any more) serving."""
+    state: AppState | None = current_app.extensions.get(EXTENSION)
+    if state is None:
+        raise ServiceUnavailable("the model is not loaded", code="not_ready")
+    return state

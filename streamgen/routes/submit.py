@@ -1,0 +1,29 @@
+"""Turning a validated request body into a job: the one way every generating route
+(`/generate-stream`, `/generate-stream-chunked`, `/generate`, `/v1/jobs`, `/v1/videos`,
+`/ws`) submits one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from segment_pipeline import PipelineError
+from streamgen.errors import from_pipeline_error
+from streamgen.jobs import Job
+from streamgen.protocol import GenerationParams, to_generation_request
+
+from .state import AppState
+
+
+async def submit(state: AppState, params: GenerationParams, *, request_scoped: bool) -> Job:
+    """Queue a job for `params` (pydantic stops here: the job layer gets the plain
+    `GenerationRequest`). The cheap checks (shutting down, model, queue) come before the
+    request's media are decoded (CPU work, off the event loop)."""
+    manager = state.manager
+    await manager.admit(params.model)
+    try:
+        request = await asyncio.to_thread(to_generation_request, params)
+    except PipelineError as exc:
+        raise from_pipeline_error(exc) from exc
+    return await manager.submit(
+        request, model=params.model, priority=params.priority, request_scoped=request_scoped
+    )

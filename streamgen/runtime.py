@@ -1,0 +1,154 @@
+"""The composition root: the one place where the model, the broker, the job store, the job
+manager and the worker are built and wired, for both `streamgen serve` and
+`streamgen worker`.
+
+    runtime = await open_runtime(settings, role="serve")   # or role="worker"
+    ...
+    await runtime.drain()    # stop taking jobs; running ones finish or end
+    await runtime.close()    # then the broker
+
+What is built, by role and broker:
+
+    serve,  memory broker   MemoryJobStore, JobManager, embedded Worker
+    serve,  Redis broker    RedisJobStore, JobManager, Worker unless embedded_worker is off
+    worker, Redis broker    RedisJobStore, Worker (no manager: it accepts nothing)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from segment_pipeline import PipelineError, SegmentedGenerator, SegmentPipeline, load_generator
+
+from .broker import Broker, make_broker
+from .config import ConfigError, Settings
+from .errors import from_pipeline_error
+from .jobs import JobManager, JobStore, MemoryJobStore, RedisJobStore, Worker
+
+log = logging.getLogger(__name__)
+
+Role = Literal["serve", "worker"]
+
+
+@dataclass
+class Runtime:
+    """What one process runs: built by `open_runtime`, ended by `drain` then `close`."""
+
+    settings: Settings
+    generator: SegmentedGenerator
+    broker: Broker
+    store: JobStore
+    manager: JobManager | None  # None in a `streamgen worker` process
+    worker: Worker | None  # None on an API-only replica
+    _drained: bool = field(default=False, repr=False)
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Stop accepting jobs; running ones get `grace_s` seconds (default
+        `graceful_timeout_seconds`) to finish, then end (memory store: an `error` event
+        ``shutting_down``; Redis: back to the queue for another worker). Closes the store.
+        Idempotent."""
+        if self._drained:
+            return
+        self._drained = True
+        grace_s = self.settings.graceful_timeout_seconds if grace_s is None else grace_s
+        if self.manager is not None:
+            await self.manager.stop_accepting()
+        if self.worker is not None:
+            await self.worker.stop(grace_s)
+        if self.manager is not None:
+            await self.manager.finish_tasks(grace_s)
+        await self.store.close()
+
+    async def close(self) -> None:
+        """`drain`, then close the broker (every subscription ends)."""
+        try:
+            await self.drain()
+        finally:
+            await self.broker.close()
+
+
+async def open_runtime(
+    settings: Settings,
+    *,
+    role: Role,
+    generator: SegmentedGenerator | None = None,
+    worker_id: str | None = None,
+) -> Runtime:
+    """Load the model (unless `generator` is given), connect the broker and the store, and
+    start the worker. `worker_id` names this process in Redis (default host:pid:random).
+
+    Raises `ConfigError` for a combination that cannot run (a worker without Redis, an
+    API-only replica without Redis), `ServiceUnavailable` when the model does not load,
+    `BrokerUnavailable` when Redis cannot be reached.
+    """
+    check_role(settings, role)
+    shared = settings.broker != "memory"
+    runs_jobs = role == "worker" or settings.embedded_worker
+    if generator is None:
+        generator = await asyncio.to_thread(load_model, settings)
+    broker = broker_for(settings)
+    await broker.start()
+    try:
+        store: JobStore
+        if shared:
+            prefix = settings.redis_key_prefix
+            store = RedisJobStore(settings, broker, key_prefix=prefix, identity=worker_id)
+        else:
+            store = MemoryJobStore(settings, broker)
+        pipeline = SegmentPipeline(generator, settings.encoder_options)
+        manager = JobManager(settings, pipeline, broker, store) if role == "serve" else None
+        worker = Worker(settings, pipeline, broker, store) if runs_jobs else None
+        await store.start()
+    except BaseException:
+        await broker.close()
+        raise
+    if manager is not None:
+        manager.accepting = True
+    if worker is not None:
+        worker.start()
+    return Runtime(settings, generator, broker, store, manager, worker)
+
+
+def check_role(settings: Settings, role: Role) -> None:
+    """`ConfigError` when `settings` cannot run `role`: a worker, or an API-only replica,
+    without Redis (nobody else could run, or take, the jobs)."""
+    if settings.broker != "memory":
+        return
+    if role == "worker":
+        raise ConfigError(
+            "a worker needs a Redis broker (--broker redis://host:6379/0 or "
+            "STREAMGEN_BROKER): with the memory broker `streamgen serve` runs its own jobs"
+        )
+    if not settings.embedded_worker:
+        raise ConfigError(
+            "embedded_worker must be true with the memory broker: no other process "
+            "can run this server's jobs (use a Redis broker for API-only replicas)"
+        )
+
+
+def load_model(settings: Settings) -> SegmentedGenerator:
+    """The generator `settings` name (backend, model path, device, caps), on this thread."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        return load_generator(
+            settings.backend, settings.model_path, limits=settings.limits, device=settings.device
+        )
+    except PipelineError as exc:
+        raise from_pipeline_error(exc) from exc
+
+
+def broker_for(settings: Settings) -> Broker:
+    """The (unstarted) broker `settings` name, with their backlog limits and Redis prefix."""
+    options: dict[str, Any] = {
+        "backlog_ttl_s": settings.backlog_ttl_seconds,
+        "max_backlog_bytes": settings.max_backlog_bytes,
+    }
+    if settings.broker != "memory":
+        options["key_prefix"] = settings.redis_key_prefix
+    return make_broker(settings.broker, **options)

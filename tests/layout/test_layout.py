@@ -1,0 +1,50 @@
+"""The shape of the source tree: no import circles, files a reader can hold in mind, and a
+client that stands alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.layout.imports import cycles, graph, modules
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = [(REPO, "streamgen"), (REPO, "segment_pipeline"), (REPO / "clients", "streamgen_client")]
+MAX_LINES = 700
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(edges) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_itself_round_a_circle() -> None:
+    edges = graph(PACKAGES)
+    assert len(edges) > 60, "the packages were not found"
+    # Relative and package imports resolve to the modules they name.
+    assert "streamgen.jobs.record" in edges["streamgen.jobs.manager"]  # from .record import
+    assert "streamgen.jobs" in edges["streamgen.routes.state"]  # from streamgen.jobs import
+    assert "segment_pipeline.fmp4" in edges["segment_pipeline.encoder"]  # from . import fmp4
+    assert cycles(edges) == []
+
+
+def test_no_source_file_is_over_700_lines() -> None:
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in modules(PACKAGES).values()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    edges = graph(PACKAGES)
+    client = {m: targets for m, targets in edges.items() if m.startswith("streamgen_client")}
+    assert client, "the client package was not found"
+    for module, targets in client.items():
+        assert all(t.startswith("streamgen_client") for t in targets), (module, targets)
+    for path in modules([(REPO / "clients", "streamgen_client")]).values():
+        text = path.read_text(encoding="utf-8")
+        for server in ("import segment_pipeline", "from segment_pipeline", "from streamgen ",
+                       "from streamgen.", "import streamgen\n", "import streamgen."):  # fmt: skip
+            assert server not in text, (path.name, server)
