@@ -14,7 +14,7 @@ from .errors import (
     ModelLoadError,
     PipelineError,
 )
-from .generator import CancelEvent, Segment, SegmentedGenerator
+from .generator import CancelEvent, Segment, SegmentCursor, SegmentedGenerator, WindowTask
 from .pipeline import EncodedSegment, PipelineJob, SegmentPipeline
 from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest
 
@@ -37,7 +37,9 @@ __all__ = [
     "PipelineJob",
     "ResolvedRequest",
     "Segment",
+    "SegmentCursor",
     "SegmentPipeline",
     "SegmentedGenerator",
+    "WindowTask",
     "load_generator",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +30,31 @@ class CancelToken(Protocol):
 
 
 class CancelEvent(threading.Event):
-    """A cancel token: set it from any thread; generation stops within one denoising step."""
+    """A cancel token: set it from any thread; generation stops within one denoising step.
+
+    `on_set(callback)` runs `callback()` when it is set (at once if it already is), on the
+    thread that sets it: a scheduler that runs many jobs learns of a cancel without polling.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks_lock = threading.Lock()
+
+    def set(self) -> None:
+        with self._callbacks_lock:
+            first = not self.is_set()
+            super().set()
+            callbacks = list(self._callbacks) if first else []
+        for callback in callbacks:
+            callback()
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        with self._callbacks_lock:
+            self._callbacks.append(callback)
+            already = self.is_set()
+        if already:
+            callback()
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,79 @@ class Segment:
 
 class StepCallback(Protocol):
     def __call__(self, step: int, total_steps: int) -> None: ...
+
+
+class BatchStepCallback(Protocol):
+    def __call__(self, item: int, step: int, total_steps: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """One window to denoise: window `index` of `request`, starting from the `given` frames
+    ((G, H, W, 3) uint8; G may be 0)."""
+
+    request: ResolvedRequest
+    index: int
+    given: np.ndarray = field(repr=False)
+
+
+class SegmentCursor:
+    """Where one request's segment loop stands: the window to generate next (`next_task`)
+    and, once it is generated, the segment it adds (`advance`).
+
+    The loop's bookkeeping lives here, shared by every backend and by both drivers: the
+    one-request loop (`SegmentedGenerator.segments`) and a scheduler that runs windows of
+    many requests in batches. Segment k+1 is given the last `overlap_frames` frames of
+    window k; the given frames are put back into the window exactly and emitted once; the
+    last segment is trimmed to `total_frames`.
+    """
+
+    def __init__(self, request: ResolvedRequest) -> None:
+        self.request = request
+        self.index = 0  # the next window's index
+        self.emitted = 0  # frames of the output video so far
+        self._given = _first_given(request)
+
+    @property
+    def done(self) -> bool:
+        """True once every segment of a bounded request was generated."""
+        total = self.request.total_segments
+        return total is not None and self.index >= total
+
+    @property
+    def seconds_emitted(self) -> float:
+        """Seconds of video the segments so far hold."""
+        return self.emitted / self.request.fps
+
+    def next_task(self) -> WindowTask:
+        """The window to generate next."""
+        return WindowTask(self.request, self.index, self._given)
+
+    def advance(self, window: np.ndarray, generate_seconds: float) -> Segment:
+        """The segment that `window` (the output of `next_task()`'s window) adds; moves on
+        to the next window. `generate_seconds` is the wall time it took."""
+        request, index, given = self.request, self.index, self._given
+        window = np.ascontiguousarray(window, dtype=np.uint8)
+        window[: len(given)] = given
+        skip = 0 if (index == 0 and request.first_emits_given) else len(given)
+        new = window[skip:]
+        if request.total_frames is not None:
+            new = new[: request.total_frames - self.emitted]
+        total_segments = request.total_segments
+        segment = Segment(
+            index=index,
+            frames=new,
+            start_frame=self.emitted,
+            fps=request.fps,
+            total_segments=total_segments,
+            is_final=total_segments is not None and index == total_segments - 1,
+            generate_seconds=generate_seconds,
+        )
+        self.emitted += len(new)
+        overlap = request.overlap_frames
+        self._given = window[len(window) - overlap :] if overlap else window[:0]
+        self.index += 1
+        return segment
 
 
 class SegmentedGenerator(ABC):
@@ -109,7 +206,33 @@ class SegmentedGenerator(ABC):
         Must be deterministic for a given (request.seed, index, given).
         """
 
-    # 3. The segment loop -----------------------------------------------------------------
+    # 3. Batches (optional) ---------------------------------------------------------------
+    def batch_key(self, task: WindowTask) -> Hashable | None:
+        """Windows whose keys are equal (and not None) can be denoised together by
+        `generate_windows`; None: this window is always denoised alone."""
+        del task
+        return None
+
+    def generate_windows(
+        self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
+    ) -> list[np.ndarray]:
+        """Denoise several windows of equal `batch_key` (of different requests) at once.
+
+        Each window must come out as `generate_window` would make it alone, up to float
+        rounding: noise is seeded per window. `on_step(item, step, total_steps)` is called
+        for each window after each step (it may raise `GenerationCancelled`, which stops
+        the whole batch). This default denoises them one after another.
+        """
+        windows = []
+        for item, task in enumerate(tasks):
+
+            def on_item_step(step: int, total_steps: int, _item: int = item) -> None:
+                on_step(_item, step, total_steps)
+
+            windows.append(self.generate_window(task.request, task.index, task.given, on_item_step))
+        return windows
+
+    # 4. The segment loop -----------------------------------------------------------------
     def segments(
         self,
         request: GenerationRequest | ResolvedRequest,
@@ -119,45 +242,39 @@ class SegmentedGenerator(ABC):
     ) -> Iterator[Segment]:
         """Generate `request` segment by segment; stop with `GenerationCancelled` on cancel."""
         resolved = request if isinstance(request, ResolvedRequest) else self.resolve(request)
-        total_segments = resolved.total_segments
-        given = _first_given(resolved)
-        emitted = 0
-        index = 0
-        while total_segments is None or index < total_segments:
+        cursor = SegmentCursor(resolved)
+        while not cursor.done:
             _raise_if_cancelled(cancel)
+            task = cursor.next_task()
             started = time.perf_counter()
 
-            def on_step(step: int, total_steps: int, _index: int = index) -> None:
+            def on_step(item: int, step: int, total_steps: int, _index: int = task.index) -> None:
                 if progress is not None:
                     progress(_index, step, total_steps)
                 _raise_if_cancelled(cancel)
 
-            try:
-                window = self.generate_window(resolved, index, given, on_step)
-            except PipelineError:
-                raise
-            except Exception as exc:  # torch OOM, backend bugs: one error type for callers
-                raise GenerationFailed(f"segment {index} failed: {exc}") from exc
-            window = np.ascontiguousarray(window, dtype=np.uint8)
-            window[: len(given)] = given
-            skip = 0 if (index == 0 and resolved.first_emits_given) else len(given)
-            new = window[skip:]
-            if resolved.total_frames is not None:
-                new = new[: resolved.total_frames - emitted]
-            is_final = total_segments is not None and index == total_segments - 1
-            yield Segment(
-                index=index,
-                frames=new,
-                start_frame=emitted,
-                fps=resolved.fps,
-                total_segments=total_segments,
-                is_final=is_final,
-                generate_seconds=time.perf_counter() - started,
-            )
-            emitted += len(new)
-            overlap = resolved.overlap_frames
-            given = window[len(window) - overlap :] if overlap else window[:0]
-            index += 1
+            (window,) = self.run_batch([task], on_step)
+            yield cursor.advance(window, time.perf_counter() - started)
+
+    def run_batch(
+        self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
+    ) -> list[np.ndarray]:
+        """`generate_windows` (or `generate_window` for one task), with a backend's own
+        failure (torch OOM, a bug) raised as `GenerationFailed`."""
+        try:
+            if len(tasks) == 1:
+                task = tasks[0]
+
+                def on_only_step(step: int, total_steps: int) -> None:
+                    on_step(0, step, total_steps)
+
+                return [self.generate_window(task.request, task.index, task.given, on_only_step)]
+            return self.generate_windows(tasks, on_step)
+        except PipelineError:
+            raise
+        except Exception as exc:  # one error type for callers
+            which = ", ".join(str(task.index) for task in tasks)
+            raise GenerationFailed(f"segment {which} failed: {exc}") from exc
 
 
 def _first_given(request: ResolvedRequest) -> np.ndarray:

@@ -71,6 +71,8 @@ class PipelineJob:
         self.request = request
         self.encoder = encoder
         self._slots = threading.BoundedSemaphore(max_pending)
+        self._executor: ThreadPoolExecutor | None = None
+        self._submitted: list[Future[None]] = []
 
     @property
     def init_segment(self) -> bytes:
@@ -111,10 +113,39 @@ class PipelineJob:
                     future.exception()  # wait for every submitted segment
             _raise_failed(pending)
 
+    # Encoding segments a caller generates itself (a scheduler running many jobs' windows
+    # in batches): each job keeps its own encoder thread, so jobs never wait for each other.
+    def encode(
+        self, segment: Segment, on_segment: Callable[[EncodedSegment], None]
+    ) -> Future[None]:
+        """Encode `segment` on this job's encoder thread, after the segments submitted
+        before it, and hand it to `on_segment` there. Does not wait; the future ends when
+        `on_segment` returned (or raises the encoder's error)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="fmp4-encoder")
+        future = self._executor.submit(self._encode_only, segment, on_segment)
+        self._submitted.append(future)
+        return future
+
+    @property
+    def encoding(self) -> int:
+        """Segments submitted with `encode` and not yet handed over."""
+        self._submitted = [future for future in self._submitted if not future.done()]
+        return len(self._submitted)
+
+    def close(self) -> None:
+        """Wait for the segments submitted with `encode`, then end the encoder thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _encode_only(self, segment: Segment, on_segment: Callable[[EncodedSegment], None]) -> None:
+        encoded = self.encoder.encode(segment.index, segment.frames, segment.start_frame)
+        on_segment(EncodedSegment(segment, encoded))
+
     def _encode(self, segment: Segment, on_segment: Callable[[EncodedSegment], None]) -> None:
         try:
-            encoded = self.encoder.encode(segment.index, segment.frames, segment.start_frame)
-            on_segment(EncodedSegment(segment, encoded))
+            self._encode_only(segment, on_segment)
         finally:
             self._slots.release()
 

@@ -67,8 +67,8 @@ async def drain(app: Quart) -> None:
 
 def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ServiceError)
-    async def service_error(error: ServiceError) -> tuple[Response, int]:
-        return jsonify(error.to_dict()), error.status
+    async def service_error(error: ServiceError) -> tuple[Response, int, dict[str, str]]:
+        return jsonify(error.to_dict()), error.status, error.headers()
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

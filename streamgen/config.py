@@ -49,7 +49,14 @@ class Settings:
     broker: str = "memory"
     embedded_worker: bool = True
     max_queued_jobs: int = 64
-    max_concurrent_jobs: int = 1
+    # Scheduling (each worker): jobs run side by side, window by window, in batches
+    max_concurrent_jobs: int = 8  # jobs one worker holds at once (live streams + offline)
+    max_live_streams: int = 4  # live streams one worker admits at once
+    max_batch_size: int = 4  # windows denoised in one forward pass
+    startup_buffer_seconds: float = 1.0  # a live segment is due this long before it plays
+    live_lead_seconds: float = 2.0  # a live stream this far ahead yields to offline work
+    live_utilization: float = 0.9  # share of a worker's time its live streams may need
+    max_unbounded_seconds: float = 3600.0  # an unbounded job completes after this much video
     max_body_bytes: int = 32 * MiB
     subscriber_buffer_events: int = 256
     sse_heartbeat_seconds: float = 15.0

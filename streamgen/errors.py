@@ -52,6 +52,10 @@ class ServiceError(Exception):
         """The JSON error object: ``{"error": {"code", "message", "param"}}``."""
         return {"error": {"code": self.code, "message": self.message, "param": self.param}}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error's response."""
+        return {}
+
 
 class MalformedRequest(ServiceError):
     status, close_code, code = 400, 1008, "malformed_request"
@@ -101,7 +105,16 @@ class InvalidParameter(ServiceError):
 
 
 class QueueFull(ServiceError):
+    """`retry_after_s`: when a worker should have room again (whole seconds, at least 1)."""
+
     status, close_code, code = 429, 1013, "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class SlowConsumer(ServiceError):

@@ -7,6 +7,7 @@ fields below. These classes are the one definition of each event's fields; code 
 an event back uses `payload_of`, not string keys.
 
     start     StartPayload     the job is accepted: codec, init segment, size, rate
+    queued    QueuedPayload    it waits for a worker: its place and estimated start
     progress  ProgressPayload  one denoising step of one segment is done
     segment   SegmentPayload   one segment left the encoder: both byte forms, time span
     complete  CompletePayload  the last segment was sent (terminal)
@@ -41,6 +42,18 @@ class StartPayload:
     total_frames: int | None
     seed: int
     model: str
+
+
+@dataclass(frozen=True)
+class QueuedPayload:
+    """The job waits for a worker with room for it: `position` jobs wait before it, and it
+    should start at `estimated_start_at` (Unix seconds; None when no worker reports yet),
+    `estimated_wait_seconds` from when the event was published."""
+
+    type: ClassVar[str] = "queued"
+    position: int
+    estimated_start_at: float | None
+    estimated_wait_seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -101,13 +114,22 @@ class ErrorPayload:
         return cls(code=error.code, message=error.message, param=error.param)
 
 
-Payload = StartPayload | ProgressPayload | SegmentPayload | CompletePayload | ErrorPayload
+Payload = (
+    StartPayload | QueuedPayload | ProgressPayload | SegmentPayload | CompletePayload | ErrorPayload
+)
 Terminal = CompletePayload | ErrorPayload
 """The payload of a job's last event."""
 
 PAYLOADS: dict[str, type[Payload]] = {
     cls.type: cls
-    for cls in (StartPayload, ProgressPayload, SegmentPayload, CompletePayload, ErrorPayload)
+    for cls in (
+        StartPayload,
+        QueuedPayload,
+        ProgressPayload,
+        SegmentPayload,
+        CompletePayload,
+        ErrorPayload,
+    )
 }
 
 

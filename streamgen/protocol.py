@@ -123,6 +123,13 @@ class JobObject(BaseModel):
     last_seq: int
     error: ErrorBody | None
     links: JobLinks
+    live: bool = Field(description="A live stream: scheduled by its viewer's deadline.")
+    realtime_factor: float | None = Field(
+        description="Video seconds made / wall seconds running (>= 1: faster than real time)."
+    )
+    estimated_start_at: float | None = Field(
+        description="While queued: when a worker should take it (Unix seconds)."
+    )
 
 
 class VideoObject(BaseModel):
@@ -141,6 +148,28 @@ class VideoObject(BaseModel):
     error: ErrorBody | None
 
 
+class StreamInfo(BaseModel):
+    """A job a worker runs now."""
+
+    job_id: str
+    live: bool
+    realtime_factor: float | None = Field(description="Video seconds made / wall seconds.")
+    video_seconds: float
+
+
+class WorkerInfo(BaseModel):
+    """A worker's last load report."""
+
+    worker: str
+    live_streams: int
+    max_live_streams: int
+    jobs: int
+    max_jobs: int
+    accepts_live: bool
+    utilization: float | None = Field(description="Share of its time its live streams need.")
+    streams: list[StreamInfo]
+
+
 class HealthResponse(BaseModel):
     status: Literal["healthy", "shutting_down"]
     model_loaded: bool
@@ -150,6 +179,8 @@ class HealthResponse(BaseModel):
     queue_depth: int
     running_jobs: int
     broker: str
+    running_streams: int = Field(description="Live streams running on every worker.")
+    workers: list[WorkerInfo]
 
 
 class ModelCard(BaseModel):

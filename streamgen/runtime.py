@@ -100,7 +100,8 @@ async def open_runtime(
             store = MemoryJobStore(settings, broker)
         pipeline = SegmentPipeline(generator, settings.encoder_options)
         manager = JobManager(settings, pipeline, broker, store) if role == "serve" else None
-        worker = Worker(settings, pipeline, broker, store) if runs_jobs else None
+        name = store.identity if isinstance(store, RedisJobStore) else "embedded"
+        worker = Worker(settings, pipeline, broker, store, name=name) if runs_jobs else None
         await store.start()
     except BaseException:
         await broker.close()

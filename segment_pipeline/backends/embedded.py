@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from ..embedded_model import DEFAULT_MODEL_DIR, TinyVideoDiffusion
 from ..errors import InvalidRequest
-from ..generator import SegmentedGenerator, StepCallback
+from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 
 
@@ -69,55 +70,90 @@ class EmbeddedGenerator(SegmentedGenerator):
                 param="segment_frames",
             )
 
-    @torch.inference_mode()
+    def batch_key(self, task: WindowTask) -> Hashable:
+        """Windows of one size, length and step count, guided or not, share a forward pass
+        (prompts, given frames, seeds and guidance scales may differ)."""
+        request = task.request
+        guided = request.guidance_scale > 1.0
+        return (request.width, request.height, request.segment_frames,
+                request.num_inference_steps, guided)  # fmt: skip
+
     def generate_window(
         self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
     ) -> np.ndarray:
-        model, config = self.model, self.model.config
-        frames, height, width = config.frames, request.height, request.width
+        def on_only_step(item: int, step: int, total_steps: int) -> None:
+            on_step(step, total_steps)
 
-        # 1. Encode the prompt (and the negative prompt when guidance is on)
-        guided = request.guidance_scale > 1.0
-        prompts = [request.prompt] + ([request.negative_prompt] if guided else [])
+        return self.generate_windows([WindowTask(request, index, given)], on_only_step)[0]
+
+    @torch.inference_mode()
+    def generate_windows(
+        self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
+    ) -> list[np.ndarray]:
+        model, config = self.model, self.model.config
+        first = tasks[0].request
+        frames, height, width = config.frames, first.height, first.width
+        count = len(tasks)
+
+        # 1. Encode the prompts: per window its prompt, then its negative prompt when guided
+        guided = first.guidance_scale > 1.0
+        rows = 2 if guided else 1
+        prompts: list[str] = []
+        for task in tasks:
+            prompts += [task.request.prompt] + ([task.request.negative_prompt] if guided else [])
         text = model.encode_prompts(prompts)
 
-        # 2. Prepare the given frames (area-averaged, as the denoiser sees them) and their mask
-        given_pixels = torch.zeros(1, frames, 3, height, width, device=self.device)
-        given_mask = torch.zeros(1, frames, device=self.device)
-        if len(given):
-            pixels = torch.from_numpy(np.array(given, dtype=np.uint8)).to(self.device)
-            given_pixels[0, : len(given)] = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-            given_mask[0, : len(given)] = 1.0
+        # 2. Prepare the given frames (area-averaged, as the denoiser sees them) and their masks
+        given_pixels = torch.zeros(count, frames, 3, height, width, device=self.device)
+        given_mask = torch.zeros(count, frames, device=self.device)
+        for item, task in enumerate(tasks):
+            if len(task.given):
+                pixels = torch.from_numpy(np.array(task.given, dtype=np.uint8)).to(self.device)
+                given_pixels[item, : len(task.given)] = (
+                    pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+                )
+                given_mask[item, : len(task.given)] = 1.0
         given_low = model.to_low(given_pixels)
 
-        # 3. Prepare the initial noise, seeded per window
-        noise_gen = torch.Generator().manual_seed(window_seed(request.seed, index))
-        sample = torch.randn(given_low.shape, generator=noise_gen).to(self.device)
+        # 3. Prepare the initial noise, seeded per window (so a window does not depend on
+        #    what it is batched with)
+        noise = []
+        for task in tasks:
+            noise_gen = torch.Generator().manual_seed(window_seed(task.request.seed, task.index))
+            noise.append(torch.randn(given_low.shape[1:], generator=noise_gen)[None])
+        sample = torch.cat(noise).to(self.device)
+        scales = torch.tensor(
+            [task.request.guidance_scale for task in tasks], device=self.device
+        ).view(count, 1, 1, 1)
 
-        # 4. Denoise the low-resolution window
+        # 4. Denoise the low-resolution windows together
         # diffusers sets the scheduler's attributes from its config, which mypy cannot see.
         scheduler: Any = model.make_scheduler()
-        scheduler.set_timesteps(request.num_inference_steps, device=self.device)
+        scheduler.set_timesteps(first.num_inference_steps, device=self.device)
         total = len(scheduler.timesteps)
         for step, t in enumerate(scheduler.timesteps):
-            batch = sample.expand(len(prompts), -1, -1, -1)
             x0 = model(
-                batch,
-                t.expand(len(prompts)),
-                given_low.expand(len(prompts), -1, -1, -1),
-                given_mask.expand(len(prompts), -1),
+                sample.repeat_interleave(rows, dim=0),
+                t.expand(count * rows),
+                given_low.repeat_interleave(rows, dim=0),
+                given_mask.repeat_interleave(rows, dim=0),
                 text,
             )
             if guided:
-                x0 = x0[1:] + request.guidance_scale * (x0[:1] - x0[1:])
+                x0 = x0.view(count, rows, *x0.shape[1:])
+                x0 = x0[:, 1] + scales * (x0[:, 0] - x0[:, 1])
             sample = scheduler.step(x0, t, sample).prev_sample
-            on_step(step + 1, total)
+            for item in range(count):
+                on_step(item, step + 1, total)
 
-        # 5. Decode the new frames to full size (the loop puts the given ones back itself)
-        keep = request.segment_frames
-        out = torch.zeros(keep, 3, height, width, device=self.device)
-        if keep > len(given):
-            low = sample[:, 3 * len(given) : 3 * keep]
-            out[len(given) :] = model.decode(low)[0]
-        out = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return out.cpu().numpy()
+        # 5. Decode each window's new frames to full size (the loop puts the given ones back)
+        keep = first.segment_frames
+        windows = []
+        for item, task in enumerate(tasks):
+            out = torch.zeros(keep, 3, height, width, device=self.device)
+            if keep > len(task.given):
+                low = sample[item : item + 1, 3 * len(task.given) : 3 * keep]
+                out[len(task.given) :] = model.decode(low)[0]
+            out = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            windows.append(out.cpu().numpy())
+        return windows

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from PIL import Image
 from transformers import T5EncoderModel
 
 from ..errors import InvalidRequest, ModelLoadError
-from ..generator import SegmentedGenerator, StepCallback
+from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from .embedded import window_seed
 
@@ -128,34 +129,56 @@ class LTXGenerator(SegmentedGenerator):
                 param="extend_video",
             )
 
+    def batch_key(self, task: WindowTask) -> Hashable:
+        """Windows batch when the pipeline call is the same but for prompts, given clips and
+        seeds: one size, length, frame rate, step count and guidance scale, and the same
+        number of given frames (the pipeline conditions every sample at frame 0 alike)."""
+        request = task.request
+        return (request.width, request.height, request.segment_frames, request.fps,
+                request.num_inference_steps, request.guidance_scale, len(task.given))  # fmt: skip
+
     def generate_window(
         self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
     ) -> np.ndarray:
-        # 1. Conditioning: the given frames as a clip at frame 0, or none (text-to-video)
-        conditions = _conditions(given)
+        def on_only_step(item: int, step: int, total_steps: int) -> None:
+            on_step(step, total_steps)
+
+        return self.generate_windows([WindowTask(request, index, given)], on_only_step)[0]
+
+    def generate_windows(
+        self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
+    ) -> list[np.ndarray]:
+        first = tasks[0].request
+
+        # 1. Conditioning: each window's given frames as a clip at frame 0, or none
+        conditions = _conditions([task.given for task in tasks])
 
         # 2. Per-step progress; `on_step` raises GenerationCancelled, which stops the pipeline
         def on_step_end(
             pipe: Any, step: int, timestep: torch.Tensor, tensors: dict[str, Any]
         ) -> dict[str, Any]:
-            on_step(step + 1, pipe.num_timesteps)
+            for item in range(len(tasks)):
+                on_step(item, step + 1, pipe.num_timesteps)
             return tensors
 
         # 3. Denoise and decode, with noise seeded per window
         timestep_vae = bool(self.pipe.vae.config.timestep_conditioning)
-        generator = torch.Generator().manual_seed(window_seed(request.seed, index))
+        generators = [
+            torch.Generator().manual_seed(window_seed(task.request.seed, task.index))
+            for task in tasks
+        ]
         with self._lock:
             output = self.pipe(
                 conditions=conditions,
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                height=request.height,
-                width=request.width,
-                num_frames=request.segment_frames,
-                frame_rate=request.fps,
-                num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale,
-                generator=generator,
+                prompt=[task.request.prompt for task in tasks],
+                negative_prompt=[task.request.negative_prompt for task in tasks],
+                height=first.height,
+                width=first.width,
+                num_frames=first.segment_frames,
+                frame_rate=first.fps,
+                num_inference_steps=first.num_inference_steps,
+                guidance_scale=first.guidance_scale,
+                generator=generators,
                 decode_timestep=DECODE_TIMESTEP if timestep_vae else 0.0,
                 decode_noise_scale=DECODE_NOISE_SCALE if timestep_vae else None,
                 output_type="np",
@@ -163,16 +186,20 @@ class LTXGenerator(SegmentedGenerator):
                 callback_on_step_end_tensor_inputs=[],
             )
 
-        # 4. (1, T, H, W, 3) floats in [0, 1] to (T, H, W, 3) uint8
-        frames = np.asarray(output.frames[0])
-        return (frames * 255.0).round().clip(0, 255).astype(np.uint8)
+        # 4. (B, T, H, W, 3) floats in [0, 1] to (T, H, W, 3) uint8 a window
+        frames = np.asarray(output.frames)
+        return [(video * 255.0).round().clip(0, 255).astype(np.uint8) for video in frames]
 
 
-def _conditions(given: np.ndarray) -> list[LTXVideoCondition] | None:
-    if len(given) == 0:
+def _conditions(givens: list[np.ndarray]) -> list[LTXVideoCondition] | None:
+    """One condition at frame 0 holding each window's given clip (all of one length)."""
+    if len(givens[0]) == 0:
         return None
-    clip = [Image.fromarray(frame) for frame in given]
-    return [LTXVideoCondition(video=clip, frame_index=0, strength=1.0)]
+    clips = [[Image.fromarray(frame) for frame in given] for given in givens]
+    # The condition's `video` goes through `VideoProcessor.preprocess_video`, which takes a
+    # batch as a list of clips; each sample is then conditioned on its own (the dataclass's
+    # annotation only names the one-clip form).
+    return [LTXVideoCondition(video=clips, frame_index=0, strength=1.0)]  # type: ignore[arg-type]
 
 
 def _examples(multiple: int) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import msgpack
 
 TERMINAL_TYPES = frozenset({"complete", "error"})
-EVENT_TYPES = frozenset({"start", "progress", "segment", "complete", "error"})
+EVENT_TYPES = frozenset({"start", "queued", "progress", "segment", "complete", "error"})
 
 
 @dataclass(frozen=True)

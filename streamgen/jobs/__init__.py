@@ -7,8 +7,11 @@ and who runs them. One idea a module, in the order a job meets them:
 - `redis_store`: `RedisJobStore` (replicas and workers on one Redis), with its
   `redis_schema` (keys, Lua scripts), `codec` (a job as Redis fields) and `redis_reaper`
   (jobs whose worker died)
+- `load`: what a worker reports of its load (estimated start times, `/health`)
 - `manager`: `JobManager`, the API side (accept, look up, cancel, leases)
-- `worker`: `Worker`, which takes jobs from a store and runs the segment pipeline
+- `schedule`: the worker's policy (cost model, which batch next, admission of live streams)
+- `active`: one job a worker holds (its segment loop, encoder, publisher)
+- `worker`: `Worker`, which takes jobs from a store and runs them side by side in batches
 
 The pieces are put together in one place, `streamgen.runtime`.
 """

@@ -28,6 +28,7 @@ def new_record(job: Job) -> dict[str, Any]:
         "model": job.model,
         "priority": job.priority,
         "request_scoped": "1" if job.request_scoped else "0",
+        "live": "1" if job.live else "0",
         "created_at": repr(job.created_at),
         "max_attempts": job.max_attempts,
         "status": "queued",
@@ -40,6 +41,10 @@ def new_record(job: Job) -> dict[str, Any]:
         "last_seq": 0,
         "progress": b"",
         "error": b"",
+        "realtime_factor": "",
+        "estimated_start_at": ""
+        if job.estimated_start_at is None
+        else repr(job.estimated_start_at),
     }
 
 
@@ -50,6 +55,8 @@ def progress_fields(job: Job) -> dict[str, Any]:
         "segments_done": job.segments_done,
         "frames_done": job.frames_done,
         "progress": pack(job.progress) if job.progress is not None else b"",
+        "realtime_factor": _number_text(job.realtime_factor),
+        "estimated_start_at": _number_text(job.estimated_start_at),
     }
 
 
@@ -62,6 +69,7 @@ def job_from_view(job_id: str, values: list[Any]) -> Job:
         model=text(view["model"]),
         priority=int(view["priority"]),
         request_scoped=view["request_scoped"] == b"1",
+        live=view["live"] == b"1",
         created_at=float(view["created_at"]),
         max_attempts=int(view["max_attempts"] or 1),
     )
@@ -80,6 +88,8 @@ def apply_view(job: Job, values: list[Any]) -> None:
     job.next_seq = max(job.next_seq, int(view["last_seq"] or 0) + 1)
     job.progress = msgpack.unpackb(view["progress"], raw=False) if view["progress"] else None
     job.error = unpack_error(view["error"])
+    job.realtime_factor = number(view["realtime_factor"])
+    job.estimated_start_at = number(view["estimated_start_at"])
     if job.finished:
         job.done.set()
         if job.orphan_timer is not None:
@@ -97,6 +107,7 @@ def job_from_claim(fields: dict[str, Any]) -> Job:
         model=text(fields["model"]),
         priority=int(fields["priority"]),
         request_scoped=fields["request_scoped"] in (b"1", "1"),
+        live=fields.get("live") in (b"1", "1"),
         created_at=float(fields["created_at"]),
         max_attempts=int(fields.get("max_attempts") or 1),
         status="running",
@@ -224,3 +235,7 @@ def number(value: Any) -> float | None:
     """A Redis reply value as a float (None when empty or missing)."""
     as_text = text(value)
     return float(as_text) if as_text else None
+
+
+def _number_text(value: float | None) -> str:
+    return "" if value is None else repr(value)

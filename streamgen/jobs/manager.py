@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from segment_pipeline import GenerationRequest, PipelineError, SegmentPipeline
@@ -32,12 +34,15 @@ from ..errors import (
     ServiceUnavailable,
     from_pipeline_error,
 )
-from ..events import ErrorPayload
+from ..events import ErrorPayload, QueuedPayload
+from .load import WorkerLoad, estimated_start
 from .log import assemble_video, publish, publish_terminal, start_payload
 from .record import Job
 from .store import JobStore
 
 log = logging.getLogger(__name__)
+
+QUEUE_NOTICE_S = 0.5  # a job expected to wait at least this long gets a `queued` event
 
 
 class JobManager:
@@ -115,17 +120,17 @@ class JobManager:
         return path
 
     # Submitting and cancelling ----------------------------------------------------------------
-    async def admit(self, model: str | None) -> None:
+    async def admit(self, model: str | None, *, live: bool = False) -> None:
         """Whether a job for `model` (None: the loaded one) would be taken now; cheap, so
         callers check it before decoding a request's media. Raises `InvalidParameter`
-        (422), `QueueFull` (429) or `ServiceUnavailable` (503)."""
+        (422), `QueueFull` (429, with `Retry-After`) or `ServiceUnavailable` (503)."""
         self._check_accepting()
         if model is not None and model != self.model_name:
             raise InvalidParameter(
                 f"model {model!r} is not served here; this server runs {self.model_name!r}",
                 param="model",
             )
-        await self._check_queue()
+        await self._check_queue(live)
 
     async def submit(
         self,
@@ -134,19 +139,23 @@ class JobManager:
         model: str | None = None,
         priority: int = 0,
         request_scoped: bool,
+        live: bool = False,
     ) -> Job:
-        """Check `request`, queue a job for it and publish its `start` event.
+        """Check `request`, queue a job for it and publish its `start` event (and, when no
+        worker has room for it now, a `queued` event with its estimated start).
 
-        A request-scoped job comes back holding one lease, which the caller must `release`.
-        Raises `InvalidParameter` (422), `QueueFull` (429) or `ServiceUnavailable` (503).
+        `live`: a viewer plays it as it comes (scheduled by deadline, admitted only where
+        it keeps real time). A request-scoped job comes back holding one lease, which the
+        caller must `release`. Raises `InvalidParameter` (422), `QueueFull` (429) or
+        `ServiceUnavailable` (503).
         """
-        await self.admit(model)
+        await self.admit(model, live=live)
         try:
             pipeline_job = await asyncio.to_thread(self.pipeline.open, request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
         self._check_accepting()
-        await self._check_queue()
+        queued = await self._check_queue(live)
         job_id = "job_" + secrets.token_hex(10)
         job = Job(
             id=job_id,
@@ -155,14 +164,19 @@ class JobManager:
             model=self.model_name,
             priority=priority,
             request_scoped=request_scoped,
+            live=live,
             video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
             leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
         )
+        notice = await self._queue_notice(live, queued)
+        job.estimated_start_at = None if notice is None else notice.estimated_start_at
         try:
             await self.store.create(job)
             try:
                 await publish(self.broker, job, start_payload(job))
+                if notice is not None:
+                    await publish(self.broker, job, notice)
             except BrokerError:
                 await self.store.discard(job)
                 raise
@@ -230,10 +244,41 @@ class JobManager:
         if not self.accepting:
             raise ServiceUnavailable("the server is shutting down", code="shutting_down")
 
-    async def _check_queue(self) -> None:
+    async def _check_queue(self, live: bool) -> int:
+        """The number of queued jobs; `QueueFull` when there is no room for one more."""
         queued, _ = await self.counts()
         if queued >= self.settings.max_queued_jobs:
+            now = time.time()
+            start = estimated_start(await self._loads(), live=live, position=0, now=now)
             raise QueueFull(
                 f"{queued} jobs are queued, the limit is "
-                f"{self.settings.max_queued_jobs}; retry later"
+                f"{self.settings.max_queued_jobs}; retry later",
+                retry_after_s=1 if start is None else math.ceil(start - now),
             )
+        return queued
+
+    async def _queue_notice(self, live: bool, queued: int) -> QueuedPayload | None:
+        """The `queued` event of a job that `queued` jobs wait before, when the workers'
+        reports say it will wait (None when one has room, or none reports yet)."""
+        loads = await self._loads()
+        if not loads:
+            return None
+        now = time.time()
+        start = estimated_start(loads, live=live, position=queued, now=now)
+        if start is not None and start - now < QUEUE_NOTICE_S:
+            return None
+        wait_s = None if start is None else round(start - now, 3)
+        return QueuedPayload(
+            position=queued, estimated_start_at=start, estimated_wait_seconds=wait_s
+        )
+
+    async def _loads(self) -> list[WorkerLoad]:
+        try:
+            return await self.store.loads()
+        except BrokerError as exc:
+            log.info("cannot read the workers' loads: %s", exc)
+            return []
+
+    async def loads(self) -> list[WorkerLoad]:
+        """Every worker's current load report (empty when the store cannot be read)."""
+        return await self._loads()

@@ -34,6 +34,7 @@ class Job:
     model: str
     priority: int
     request_scoped: bool
+    live: bool = False  # a live stream: a viewer plays it as it comes (scheduled by deadline)
     video_path: Path | None = None  # the file the worker writes (memory store only)
     pipeline_job: PipelineJob | None = field(default=None, repr=False)
     created_at: float = field(default_factory=time.time)
@@ -45,6 +46,9 @@ class Job:
     progress: dict[str, Any] | None = None  # segment_index, step, total_steps
     error: ServiceError | None = None
     leases: int = 0  # subscribers in this process
+    watchers_elsewhere: int = 0  # replicas with subscribers (Redis; seen by its worker)
+    realtime_factor: float | None = None  # video seconds made / wall seconds running
+    estimated_start_at: float | None = None  # while queued: when a worker should take it
     next_seq: int = 0
     worker: str | None = None  # who runs it (shared store)
     attempt: int = 0  # runs started (a retried job has 2)
@@ -63,6 +67,11 @@ class Job:
     @property
     def last_seq(self) -> int:
         return self.next_seq - 1
+
+    @property
+    def watched(self) -> bool:
+        """Whether anyone follows the job's events (here or on another replica)."""
+        return self.leases > 0 or self.watchers_elsewhere > 0
 
     def stop(self, code: str, message: str) -> None:
         """Ask the generator to stop within one denoising step; the job then ends with

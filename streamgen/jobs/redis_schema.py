@@ -9,6 +9,7 @@ Keys (`prefix` as the broker's; one hash tag per job, as the broker's backlog)::
     {prefix}:jobs:order       counter n (FIFO within a priority)
     {prefix}:jobs:active      zset: jobs someone must finish -> deadline (ms, Redis time)
     {prefix}:jobs:workers     zset: live workers -> expiry (ms)
+    {prefix}:jobs:load        hash: worker -> its load report (msgpack, `load.WorkerLoad`)
     {prefix}:jobs:control     pub/sub: "queued", "cancel <job>", "finished <job>"
 
 Each script's comment lists its KEYS and ARGV. Times inside scripts are Redis's own
@@ -52,6 +53,10 @@ class RedisKeys:
         return f"{self.prefix}:jobs:workers"
 
     @property
+    def load(self) -> str:
+        return f"{self.prefix}:jobs:load"
+
+    @property
     def channel(self) -> str:
         return f"{self.prefix}:jobs:control"
 
@@ -66,7 +71,7 @@ class RedisKeys:
 VIEW_FIELDS = (
     "status", "model", "priority", "request_scoped", "created_at", "request", "max_attempts",
     "worker", "attempt", "started_at", "finished_at", "segments_done", "frames_done",
-    "last_seq", "progress", "error",
+    "last_seq", "progress", "error", "live", "realtime_factor", "estimated_start_at",
 )  # fmt: skip
 SCORE_BASE = 10**12  # queue score: (100 - priority) * base + FIFO counter (< 2**53)
 
@@ -103,12 +108,13 @@ return 1
 _CLAIM_LUA = (
     _NOW
     + """
-for _ = 1, 32 do
-  local top = redis.call('ZPOPMIN', KEYS[1])
-  if #top == 0 then return false end
-  local id = top[1]
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
   local key = ARGV[1] .. ':{' .. id .. '}:job'
-  if redis.call('HGET', key, 'status') == 'queued' then
+  local h = redis.call('HMGET', key, 'status', 'live')
+  if h[1] ~= 'queued' then
+    redis.call('ZREM', KEYS[1], id)
+  elseif (h[2] == '1' and ARGV[5] == '1') or (h[2] ~= '1' and ARGV[6] == '1') then
+    redis.call('ZREM', KEYS[1], id)
     local attempt = tonumber(redis.call('HGET', key, 'attempt') or '0') + 1
     redis.call('HSET', key, 'status', 'running', 'worker', ARGV[2], 'attempt', attempt,
                'heartbeat_at', ARGV[3])
@@ -121,21 +127,24 @@ end
 return false
 """
 )
-# KEYS: queue, active. ARGV: key prefix, worker id, now (Unix s), dead-after ms. Pops the best
-# queued job and marks it running here; returns its fields (flat), or nil when none.
+# KEYS: queue, active. ARGV: key prefix, worker id, now (Unix s), dead-after ms, "1" to take a
+# live stream, "1" to take an offline job. Takes the best queued job of a kind asked for
+# (among the 64 best) and marks it running here; returns its fields (flat), or nil.
 
 _HEARTBEAT_LUA = (
     _NOW
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', ''} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', '', 0} end
 local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'cancel')
-if h[1] ~= 'running' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return {'lost', ''} end
-redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[4]), ARGV[1])
+if h[1] ~= 'running' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return {'lost', '', 0} end
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[5])
-return {'ok', h[4] or ''}
+return {'ok', h[4] or '', redis.call('ZCOUNT', KEYS[3], now, '+inf')}
 """
 )
-# KEYS: job, active. ARGV: job id, worker, attempt, dead-after ms, now (Unix s).
+# KEYS: job, active, leases. ARGV: job id, worker, attempt, dead-after ms, now (Unix s).
+# Returns {state, cancel request, replicas holding a lease (subscribers)}.
 
 _RECORD_LUA = """
 local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt')

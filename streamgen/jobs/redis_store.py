@@ -40,11 +40,12 @@ from .codec import (
     progress_fields,
     text,
 )
+from .load import WorkerLoad
 from .log import start_payload
 from .record import Job, cancel_error
 from .redis_reaper import Reaper
 from .redis_schema import SCORE_BASE, VIEW_FIELDS, JobsRedis, RedisKeys
-from .store import CancelOutcome, JobStore
+from .store import ANY, Accept, CancelOutcome, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class RedisJobStore(JobStore):
             tasks = [task for task in tasks if not task.done()]
         with contextlib.suppress(BrokerClosed, *REDIS_DOWN):
             await self.redis.client().zrem(self.keys.workers, self.identity)
+            await self.redis.client().hdel(self.keys.load, self.identity)
         await self.redis.aclose()
         for path in self._files.values():
             path.unlink(missing_ok=True)
@@ -278,8 +280,11 @@ class RedisJobStore(JobStore):
         self._files[job_id] = path
 
     # -- the worker side ------------------------------------------------------------------
-    async def claim(self) -> Job | None:
+    async def claim(self, accept: Accept = ANY, timeout_s: float | None = None) -> Job | None:
         self.is_worker = True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        kinds = ["1" if accept.live else "0", "1" if accept.offline else "0"]
         while not self._stopping:
             wake = self._wake
             try:
@@ -287,7 +292,7 @@ class RedisJobStore(JobStore):
                     "claim",
                     "take a job",
                     [self.keys.queue, self.keys.active],
-                    [self.prefix, self.identity, repr(time.time()), self.dead_ms],
+                    [self.prefix, self.identity, repr(time.time()), self.dead_ms, *kinds],
                 )
             except BrokerUnavailable as exc:
                 log.warning("cannot take jobs: %s; retrying", exc)
@@ -302,13 +307,41 @@ class RedisJobStore(JobStore):
                     return None
                 await self._check_cancel(job)
                 return job
+            wait_s = self.poll_s if deadline is None else min(self.poll_s, deadline - loop.time())
+            if wait_s <= 0:
+                return None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll_s)  # or a poll, if one was lost
+                await asyncio.wait_for(wake.wait(), wait_s)  # or a poll, if one was lost
         return None
 
     def stop_claiming(self) -> None:
         self._stopping = True
         self._notify_claimers()
+
+    async def report_load(self, load: WorkerLoad) -> None:
+        client = self.redis.client()
+        packed = pack(load.to_dict())
+        await self.redis.command(
+            "report this worker's load", lambda: client.hset(self.keys.load, load.worker, packed)
+        )
+
+    async def loads(self) -> list[WorkerLoad]:
+        client = self.redis.client()
+        reports = await self.redis.command(
+            "read the workers' loads", lambda: client.hgetall(self.keys.load)
+        )
+        fresh: list[WorkerLoad] = []
+        stale: list[WorkerLoad] = []
+        oldest = time.time() - self.dead_ms / 1000
+        for packed in reports.values():
+            load = WorkerLoad.from_dict(msgpack.unpackb(packed, raw=False))
+            (fresh if load.at >= oldest else stale).append(load)
+        if stale:
+            names = [load.worker for load in stale]
+            await self.redis.command(
+                "forget stale loads", lambda: client.hdel(self.keys.load, *names)
+            )
+        return fresh
 
     async def record(self, job: Job) -> bool:
         return await self._fenced("record", job, progress_fields(job))
@@ -523,10 +556,10 @@ class RedisJobStore(JobStore):
             reply = await self.redis.script(
                 "heartbeat",
                 f"heartbeat job {job.id}",
-                [self.keys.job(job.id), self.keys.active],
+                [self.keys.job(job.id), self.keys.active, self.keys.leases(job.id)],
                 [job.id, job.worker or "", job.attempt, self.dead_ms, repr(time.time())],
             )
-            state, cancel = text(reply[0]), reply[1]
+            state, cancel, job.watchers_elsewhere = text(reply[0]), reply[1], int(reply[2])
             if state == "missing":
                 await self._restore_running(job)
             elif state == "lost" and self._running.pop(job.id, None) is not None:
@@ -539,7 +572,7 @@ class RedisJobStore(JobStore):
 
     async def _hold_leases(self) -> None:
         for job in list(self._jobs.values()):
-            if job.leases and job.request_scoped and not job.finished:
+            if job.leases and not job.finished:
                 await self._lease(job.id, self.lease_ms)
 
     async def _refresh_open(self) -> None:

@@ -16,10 +16,13 @@ is published ("whoever sees the event sees the final state"), and a job is settl
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,9 +31,24 @@ from ..broker.base import Broker
 from ..config import Settings
 from ..errors import JobNotFound
 from ..events import Terminal
+from .load import WorkerLoad
 from .record import Job, cancel_error
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Which queued jobs a worker would take now: live streams, offline jobs, or both."""
+
+    live: bool = True
+    offline: bool = True
+
+    def takes(self, job: Job) -> bool:
+        return self.live if job.live else self.offline
+
+
+ANY = Accept()
 
 CancelOutcome = Literal["queued", "running", "finished"]
 """What `cancel` found: a queued job (now cancelled: publish its terminal event), a running
@@ -102,9 +120,10 @@ class JobStore(ABC):
 
     # The worker side ----------------------------------------------------------------------
     @abstractmethod
-    async def claim(self) -> Job | None:
-        """Wait for the next queued job (highest priority, oldest first) and take it: it
-        is now running here. None once `stop_claiming` was called."""
+    async def claim(self, accept: Accept = ANY, timeout_s: float | None = None) -> Job | None:
+        """Wait for the next queued job that `accept` takes (highest priority, oldest
+        first) and take it: it is now running here. None after `timeout_s` seconds without
+        one, and once `stop_claiming` was called."""
 
     @abstractmethod
     def stop_claiming(self) -> None:
@@ -123,13 +142,23 @@ class JobStore(ABC):
         del job, terminal
         return True
 
+    @abstractmethod
     async def give_back(self, job: Job) -> None:
-        """Put a job this worker took back in the queue, unfinished (shared stores)."""
-        raise NotImplementedError(f"{type(self).__name__} has no other worker to give to")
+        """Put a job this worker took back in the queue where it was, unfinished (its
+        attempt not counted): at shutdown, or when it does not fit after all."""
+
+    # Load reports ---------------------------------------------------------------------------
+    @abstractmethod
+    async def report_load(self, load: WorkerLoad) -> None:
+        """Publish this worker's load (replacing its previous report)."""
+
+    @abstractmethod
+    async def loads(self) -> list[WorkerLoad]:
+        """The current reports of every live worker."""
 
 
 class MemoryJobStore(JobStore):
-    """Jobs of this process only: a dict, and a priority queue (FIFO within a priority).
+    """Jobs of this process only: a dict, and a queue in priority order (FIFO within one).
 
     Finished jobs beyond `max_finished_jobs` are forgotten with their MP4 and backlog.
     """
@@ -140,9 +169,12 @@ class MemoryJobStore(JobStore):
         self.settings = settings
         self.broker = broker
         self.jobs: dict[str, Job] = {}
-        self._queue: asyncio.PriorityQueue[tuple[float, int, str]] = asyncio.PriorityQueue()
+        self._queue: list[tuple[int, int, str]] = []  # (-priority, arrival, job id), sorted
+        self._places: dict[str, tuple[int, int, str]] = {}
         self._order = itertools.count()
+        self._changed = asyncio.Event()  # the queue grew (or claiming stopped)
         self._stopping = False
+        self._loads: dict[str, WorkerLoad] = {}
         self._tasks = TaskSet(log, "job store")
 
     async def create(self, job: Job) -> None:
@@ -153,7 +185,9 @@ class MemoryJobStore(JobStore):
         self.jobs.pop(job.id, None)
 
     async def enqueue(self, job: Job) -> None:
-        self._queue.put_nowait((-job.priority, next(self._order), job.id))
+        place = self._places.setdefault(job.id, (-job.priority, next(self._order), job.id))
+        bisect.insort(self._queue, place)
+        self._changed.set()
 
     async def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -184,26 +218,56 @@ class MemoryJobStore(JobStore):
     async def settle(self, job: Job) -> None:
         job.done.set()
 
-    async def claim(self) -> Job | None:
+    async def claim(self, accept: Accept = ANY, timeout_s: float | None = None) -> Job | None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         while not self._stopping:
-            _, _, job_id = await self._queue.get()
-            job = self.jobs.get(job_id)
+            job = self._take(accept)
+            if job is not None:
+                return job
+            self._changed.clear()
+            wait_s = None if deadline is None else deadline - loop.time()
+            if wait_s is not None and wait_s <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait_s)
+        return None
+
+    def _take(self, accept: Accept) -> Job | None:
+        for place in list(self._queue):
+            job = self.jobs.get(place[2])
             if job is None or job.status != "queued":
-                continue  # cancelled while queued (or the stop marker)
-            job.status, job.started_at = "running", time.time()
-            job.attempt += 1
-            return job
+                self._queue.remove(place)  # cancelled (or forgotten) while queued
+                continue
+            if accept.takes(job):
+                self._queue.remove(place)
+                job.status, job.started_at = "running", time.time()
+                job.attempt += 1
+                return job
         return None
 
     def stop_claiming(self) -> None:
         self._stopping = True
-        for _ in range(max(1, self.settings.max_concurrent_jobs)):
-            self._queue.put_nowait((float("-inf"), -1, ""))  # wakes a waiting claim
+        self._changed.set()  # wakes every waiting claim
+
+    async def give_back(self, job: Job) -> None:
+        if job.status != "running":
+            return
+        job.status, job.started_at = "queued", None
+        job.attempt -= 1
+        await self.enqueue(job)
+
+    async def report_load(self, load: WorkerLoad) -> None:
+        self._loads[load.worker] = load
+
+    async def loads(self) -> list[WorkerLoad]:
+        return list(self._loads.values())
 
     def _forget_old(self) -> None:
         finished = [job for job in self.jobs.values() if job.finished]
         for job in finished[: max(0, len(finished) - self.settings.max_finished_jobs)]:
             del self.jobs[job.id]
+            self._places.pop(job.id, None)
             if job.video_path is not None:
                 job.video_path.unlink(missing_ok=True)
             self._tasks.spawn(self.broker.drop(job.id))

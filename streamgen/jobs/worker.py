@@ -1,56 +1,91 @@
-"""The worker: takes jobs from a `JobStore`, runs `SegmentPipeline` and publishes events.
+"""The worker: takes jobs from a `JobStore` and runs them side by side, segment by segment.
 
-One worker runs `concurrency` jobs at a time (`max_concurrent_jobs`), each on its own
-generator thread; the thread hands events to the event loop with
-``loop.call_soon_threadsafe`` and never waits for subscribers. Sequence numbers are given
-on the loop, under the job's lock, in the order the events arrive; after each event the
-store records what changed (progress, segments, last seq).
+It holds a set of active jobs (at most `max_concurrent_jobs`). One device thread denoises
+one batch at a time; at every segment boundary the scheduling policy (`schedule`) chooses
+the next batch: live streams by deadline, offline jobs with what is left, windows of one
+shape together in one forward pass. A batch is formed again after each one ends, so jobs
+join and leave between segments. Each job's segments are encoded on its own encoder thread
+while the next batch is denoised, and published by its own publisher (`active`): no job
+and no subscriber waits for another.
+
+Admission: the worker measures what batches cost (`CostModel`) and takes a live stream from
+the queue only when, with it, its live streams still need at most `live_utilization` of its
+time (and fewer than `max_live_streams` run); otherwise the stream waits in the queue for a
+worker with room. It reports its load through the store every `worker_heartbeat_seconds`,
+which API replicas turn into estimated start times and `/health` shows.
+
+Cancel: a job's `CancelEvent` tells the worker at once; the job ends (its generated
+segments published first) without waiting for the batch it is in, whose other windows go
+on. A batch whose every job was cancelled stops within one denoising step.
 
 The same class runs embedded in `streamgen serve` (memory or Redis store) and in
-`streamgen worker` processes (Redis store). With Redis, taking a job means adopting its log:
-the worker reads the job's backlog (its `start` event, and on a retry what the first attempt
-published), checks that its own encoder makes the same init segment, and continues the log
-where it stands. A retried job regenerates from the start with the same seed (generators
-are deterministic for a seed) and publishes only what was not published before: progress
-and segments of later segments, so the log has no gap and no double.
+`streamgen worker` processes (Redis store).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import math
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from segment_pipeline import (
-    EncodedSegment,
     GenerationCancelled,
     PipelineError,
+    ResolvedRequest,
     SegmentPipeline,
+    WindowTask,
 )
 
+from ..background import TaskSet
 from ..broker.base import Broker, BrokerError
 from ..config import Settings
 from ..errors import GenerationFailed, ServiceError, from_pipeline_error
-from ..events import (
-    ErrorPayload,
-    Payload,
-    ProgressPayload,
-    SegmentPayload,
-    StartPayload,
-    Terminal,
-    payload_of,
+from ..events import ProgressPayload, QueuedPayload
+from .active import HAND_BACK, ActiveJob
+from .load import StreamLoad, WorkerLoad, estimated_start
+from .log import log_tail, publish
+from .record import Job, JobStatus
+from .schedule import (
+    Candidate,
+    CostModel,
+    LiveLoad,
+    WorkKey,
+    admits,
+    choose_batch,
+    seconds_until_done,
+    utilization,
 )
-from .log import complete_payload, publish, publish_terminal, segment_payload
-from .record import Job, JobStatus, cancel_error
-from .store import JobStore
+from .store import Accept, JobStore
 
 log = logging.getLogger(__name__)
 
-HAND_BACK = "handed_back"  # cancel code: stop generating and requeue the job (shutdown)
-Post = Callable[[Payload], None]
-"""Hands an event's payload from a generator thread to the event loop."""
+MAX_ENCODING = 2  # segments of one job waiting for its encoder before it skips a batch
+CLAIM_POLL_S = 1.0  # a waiting claim looks again this often (admission may have changed)
+QUEUE_NOTICE_MOVE_S = 2.0  # a waiting stream hears again when its estimate moves this much
+
+
+def work_key(request: ResolvedRequest) -> WorkKey:
+    return WorkKey(
+        request.width,
+        request.height,
+        request.segment_frames,
+        request.num_inference_steps,
+        request.guidance_scale > 1.0,
+    )
+
+
+def live_load(request: ResolvedRequest) -> LiveLoad:
+    """What a live stream of `request` needs: one window per segment of new video."""
+    frames = request.segment_frames
+    if request.total_segments != 1:
+        frames -= request.overlap_frames
+    return LiveLoad(work_key(request), max(1, frames) / request.fps)
 
 
 class Worker:
@@ -63,32 +98,45 @@ class Worker:
         broker: Broker,
         store: JobStore,
         *,
-        concurrency: int | None = None,
+        name: str = "embedded",
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.broker = broker
         self.store = store
-        self.concurrency = concurrency or settings.max_concurrent_jobs
+        self.name = name
+        self.concurrency = settings.max_concurrent_jobs
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1 (jobs), got {self.concurrency}")
-        self.running: dict[str, Job] = {}
+            raise ValueError(f"max_concurrent_jobs must be >= 1 (jobs), got {self.concurrency}")
+        self.active: dict[str, ActiveJob] = {}
+        self.cost = CostModel()
         self.jobs_run = 0
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="generator")
+        self._device = ThreadPoolExecutor(1, thread_name_prefix="generator")
+        self._order = itertools.count()
+        self._changed = asyncio.Event()  # a job joined, left, or can go on
+        self._live_refused = False  # a live stream did not fit: take none until a change
+        self._refused_blind = False  # ...and that was before any batch was measured
+        self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet(log, "worker")
 
+    # Lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start taking jobs (on the running loop)."""
-        for index in range(self.concurrency):
-            self._loops.append(asyncio.create_task(self._work(), name=f"job-worker-{index}"))
+        """Start taking and running jobs (on the running loop)."""
+        for name, loop in (("claim", self._claim_loop), ("run", self._run_loop),
+                           ("report", self._report_loop)):  # fmt: skip
+            self._loops.append(asyncio.create_task(loop(), name=f"worker-{name}"))
 
     async def stop(self, grace_s: float) -> None:
         """Take no more jobs; running ones get `grace_s` seconds to finish. Then, with a
         shared store, they go back to the queue (another worker takes them over and
         continues their logs); with the memory store they are cancelled with an `error`
         event (code ``shutting_down``)."""
+        self._stopping = True
         self.store.stop_claiming()
-        running = list(self.running.values())
+        if self._loops:  # a claim in flight finishes taking its job before the snapshot
+            await asyncio.wait([self._loops[0]], timeout=CLAIM_POLL_S + grace_s)
+        running = [a.job for a in self.active.values()]
         if running:
             await asyncio.wait(
                 [asyncio.create_task(j.done.wait()) for j in running], timeout=grace_s
@@ -105,160 +153,272 @@ class Worker:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        await self._tasks.wait(grace_s)
+        self._device.shutdown(wait=True)
 
-    async def _work(self) -> None:
-        while True:
-            job = await self.store.claim()
+    # Taking jobs ------------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            accept = self._accepts()
+            if not (accept.live or accept.offline):
+                await self._wait_for_change(CLAIM_POLL_S)
+                continue
+            job = await self.store.claim(accept, timeout_s=CLAIM_POLL_S)
             if job is None:
-                return
-            try:
-                await self._run(job)
-            except Exception:  # keep the worker alive; the job already got its error event
-                log.exception("job %s: worker failure", job.id)
+                continue
+            if job.live and not self._admits(job.request) and not self._stopping:
+                await self._announce_wait(job)
+                await self.store.give_back(job)  # it waits for room, here or elsewhere
+                self._live_refused = True
+                self._refused_blind = not self.cost.known
+                self._tasks.spawn(self._report())
+                continue
+            await self._activate(job)
 
-    async def _run(self, job: Job) -> None:
-        loop = asyncio.get_running_loop()
-        outbox: asyncio.Queue[Payload | tuple[JobStatus, ServiceError | None]] = asyncio.Queue()
-        self.running[job.id] = job
-        self.jobs_run += 1
+    def _accepts(self) -> Accept:
+        room = len(self.active) < self.concurrency and not self._stopping
+        live = sum(1 for a in self.active.values() if a.job.live)
+        return Accept(
+            live=room and not self._live_refused and live < self.settings.max_live_streams,
+            offline=room,
+        )
 
-        def post(payload: Payload) -> None:
-            loop.call_soon_threadsafe(outbox.put_nowait, payload)
+    def _admits(self, request: ResolvedRequest) -> bool:
+        running = [live_load(a.job.request) for a in self.active.values() if a.job.live]
+        return admits(
+            running,
+            live_load(request),
+            self.cost,
+            max_live=self.settings.max_live_streams,
+            max_batch=self.settings.max_batch_size,
+            utilization_cap=self.settings.live_utilization,
+        )
 
-        publisher = asyncio.create_task(self._publish_all(job, outbox))
-        status: JobStatus = "completed"
-        error: ServiceError | None = None
+    async def _announce_wait(self, job: Job) -> None:
+        """Publish a `queued` event for a live stream this worker has no room for (it holds
+        the job's log for now), unless its estimated start barely moved."""
+        now = time.time()
+        loads = [load for load in await self._loads() if load.worker != self.name]
+        start = estimated_start([*loads, self.load()], live=True, position=0, now=now)
+        known = job.estimated_start_at
+        if start is not None and known is not None and abs(start - known) < QUEUE_NOTICE_MOVE_S:
+            return
+        job.estimated_start_at = start
+        wait_s = None if start is None else round(start - now, 3)
         try:
-            skip = await self._adopt(job) if self.store.shared else 0
-            if skip:
-                log.info("job %s: attempt %d resumes after segment %d", job.id, job.attempt,
-                         skip - 1)  # fmt: skip
-            await loop.run_in_executor(self._executor, self._generate, job, post, skip)
+            if self.store.shared:
+                job.next_seq, ended = await log_tail(self.broker, job.id, job.last_seq)
+                if ended:
+                    return
+            await publish(self.broker, job, QueuedPayload(0, start, wait_s))
+            self.broker.disown(job.id)  # whoever takes it next publishes (and restores) it
+            await self.store.record(job)
+        except BrokerError as exc:
+            log.info("job %s: cannot announce its wait: %s", job.id, exc)
+
+    async def _loads(self) -> list[WorkerLoad]:
+        try:
+            return await self.store.loads()
+        except BrokerError:
+            return []
+
+    async def _activate(self, job: Job) -> None:
+        active = ActiveJob(job, self.broker, self.store, order=next(self._order))
+        self.active[job.id] = active
+        self.jobs_run += 1
+        loop = asyncio.get_running_loop()
+        try:
+            if self.store.shared:
+                await active.adopt(self.pipeline)
+                if active.skip:
+                    log.info("job %s: attempt %d resumes after segment %d", job.id,
+                             job.attempt, active.skip - 1)  # fmt: skip
+            active.open_file()
         except GenerationCancelled:
-            status, error = "cancelled", cancel_error(job.cancel_code, job.cancel_message)
-            if job.cancel_code in ("broker_error", "worker_lost"):
-                status = "failed"
+            self._finish(active, *active.cancelled_outcome())
         except ServiceError as exc:
-            status, error = "failed", exc
-        except PipelineError as exc:
-            status, error = "failed", from_pipeline_error(exc)
+            self._finish(active, "failed", exc)
         except Exception as exc:
             log.exception("job %s failed", job.id)
-            status = "failed"
-            error = GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
-        except BaseException:
-            publisher.cancel()
-            self.running.pop(job.id, None)
-            raise
-        # After every event the threads posted (call_soon_threadsafe keeps their order).
-        outbox.put_nowait((status, error))
-        try:
-            await publisher
-        finally:
-            self.running.pop(job.id, None)
+            self._finish(active, "failed", _unexpected(exc))
+        else:
+            job.cancel.on_set(lambda: self._cancelled_from_any_thread(loop, active))
+        self._changed.set()
+        self._tasks.spawn(self._report())
 
-    async def _adopt(self, job: Job) -> int:
-        """Take over a job's log (shared store): returns how many segments were already
-        published (by an earlier attempt), which this attempt must not publish again."""
-        try:
-            events = await self.broker.backlog(job.id, 0)
-        except BrokerError as exc:
-            raise GenerationFailed(
-                f"cannot read the job's log: {exc}", code="broker_error"
-            ) from exc
-        start = next((payload_of(e) for e in events if e.type == "start"), None)
-        if not isinstance(start, StartPayload):
-            raise GenerationFailed(
-                f"the log of job {job.id} is gone (its start event expired or was lost)",
-                code="backlog_lost",
-            )
-        if events[-1].terminal:
-            job.cancel_code, job.cancel_message = "worker_lost", "the job's log already ended"
-            job.cancel.set()
-            raise GenerationCancelled("the job's log already ended")
-        later = [payload_of(e) for e in events if e.seq > job.last_seq and e.type == "segment"]
-        job.segments_done += len(later)
-        job.frames_done += sum(p.num_frames for p in later if isinstance(p, SegmentPayload))
-        job.next_seq = events[-1].seq + 1
-        self.broker.adopt(events)  # it can now restore the job's backlog if Redis loses it
-        try:
-            job.pipeline_job = await asyncio.to_thread(self.pipeline.open, job.request)
-        except PipelineError as exc:
-            raise from_pipeline_error(exc) from exc
-        if job.pipeline_job.init_segment != start.init_segment:
-            raise GenerationFailed(
-                "this worker's encoder makes a different init segment than the replica that "
-                "accepted the job: give replicas and workers the same encoder settings "
-                "(encoder_preset, encoder_crf) and library versions",
-                code="encoder_mismatch",
-            )
-        return job.segments_done
-
-    async def _publish_all(
-        self, job: Job, outbox: asyncio.Queue[Payload | tuple[JobStatus, ServiceError | None]]
+    def _cancelled_from_any_thread(
+        self, loop: asyncio.AbstractEventLoop, active: ActiveJob
     ) -> None:
+        loop.call_soon_threadsafe(self._on_cancel, active)
+
+    def _on_cancel(self, active: ActiveJob) -> None:
+        self._finish(active, *active.cancelled_outcome())
+
+    # Running them -------------------------------------------------------------------------------
+    async def _run_loop(self) -> None:
         while True:
-            payload = await outbox.get()
-            if isinstance(payload, tuple):  # the end: (status, error)
-                await self._end(job, *payload)
-                return
-            try:
-                await publish(self.broker, job, payload)
-            except BrokerError as exc:
-                log.error("job %s: cannot publish %s: %s", job.id, payload.type, exc)
-                job.stop("broker_error", f"the broker failed: {exc}")
+            self._changed.clear()
+            ready = [a for a in self.active.values() if a.ready(MAX_ENCODING)]
+            if not ready:
+                await self._changed.wait()
                 continue
-            try:
-                ours = await self.store.record(job)
-            except BrokerError as exc:  # state lags; the next event's record catches up
-                log.warning("job %s: cannot record its state: %s", job.id, exc)
+            await self._run_batch(self._choose(ready))
+
+    def _choose(self, ready: list[ActiveJob]) -> list[ActiveJob]:
+        now = time.monotonic()
+        by_id = {a.job.id: a for a in ready}
+        buffer_s = self.settings.startup_buffer_seconds
+        candidates = [
+            Candidate(
+                job_id=a.job.id,
+                tier="live" if a.job.live else ("watched" if a.job.watched else "offline"),
+                batch_key=self.pipeline.generator.batch_key(a.cursor.next_task()),
+                work_key=work_key(a.job.request),
+                deadline=a.deadline(buffer_s),
+                priority=a.job.priority,
+                video_seconds=a.cursor.seconds_emitted,
+                order=a.order,
+            )
+            for a in ready
+        ]
+        batch = choose_batch(
+            candidates,
+            now,
+            max_batch=self.settings.max_batch_size,
+            lead_s=self.settings.live_lead_seconds,
+        )
+        return [by_id[c.job_id] for c in batch]
+
+    async def _run_batch(self, batch: list[ActiveJob]) -> None:
+        tasks = [a.cursor.next_task() for a in batch]
+        for active in batch:
+            active.generating = True
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        windows: list[np.ndarray] | None = None
+        error: ServiceError | None = None
+        try:
+            windows = await loop.run_in_executor(self._device, self._generate, batch, tasks)
+        except GenerationCancelled:
+            pass  # every job in it was cancelled; each ends through `_on_cancel`
+        except ServiceError as exc:
+            error = exc
+        except PipelineError as exc:
+            error = from_pipeline_error(exc)
+        except Exception as exc:
+            log.exception("batch of %s failed", [a.job.id for a in batch])
+            error = _unexpected(exc)
+        finally:
+            for active in batch:
+                active.generating = False
+        seconds = time.perf_counter() - started
+        if windows is not None:
+            self.cost.observe(work_key(batch[0].job.request), len(batch), seconds)
+            if self._refused_blind:  # refused before anything was measured: look again
+                self._live_refused = self._refused_blind = False
+        made: list[np.ndarray | None] = list(windows) if windows else [None] * len(batch)
+        for active, window in zip(batch, made, strict=True):
+            if active.ending:
+                continue  # cancelled while its window was made: the window is dropped
+            if window is None:
+                if error is not None:
+                    self._finish(active, "failed", error)
                 continue
-            if not ours:
-                job.stop("worker_lost", "the job was taken from this worker")
+            self._advance(active, window, seconds)
+        self._changed.set()
 
-    async def _end(self, job: Job, status: JobStatus, error: ServiceError | None) -> None:
-        """Record the outcome, then publish the terminal event (state first, so whoever
-        sees the event sees the final state)."""
-        if job.cancel_code == HAND_BACK and status == "cancelled":
-            await self.store.give_back(job)
-            log.info("job %s: handed back to the queue for another worker", job.id)
-            job.done.set()
+    def _generate(self, batch: list[ActiveJob], tasks: list[WindowTask]) -> list[np.ndarray]:
+        """Runs on the device thread: one batch, progress posted per job."""
+
+        def on_step(item: int, step: int, total_steps: int) -> None:
+            active, task = batch[item], tasks[item]
+            if task.index >= active.skip and not active.ending:
+                total = task.request.total_segments
+                active.post(ProgressPayload(task.index, step, total_steps, total))
+            if item == len(batch) - 1 and all(a.job.cancel.is_set() for a in batch):
+                raise GenerationCancelled()
+
+        return self.pipeline.generator.run_batch(tasks, on_step)
+
+    def _advance(self, active: ActiveJob, window: np.ndarray, seconds: float) -> None:
+        segment = active.cursor.advance(window, seconds)
+        active.encode(segment, self._changed)
+        active.job.realtime_factor = active.realtime_factor()
+        request = active.job.request
+        limit_s = self.settings.max_unbounded_seconds
+        endless = request.total_segments is None
+        if active.cursor.done or (endless and 0 < limit_s <= active.cursor.seconds_emitted):
+            self._finish(active, "completed", None)
+
+    def _finish(self, active: ActiveJob, status: JobStatus, error: ServiceError | None) -> None:
+        """End `active` (once): it takes no more batches; its log ends after its segments."""
+        if active.ending:
             return
-        job.status, job.error, job.finished_at = status, error, time.time()
-        terminal: Terminal = complete_payload(job) if error is None else ErrorPayload.of(error)
-        if not await self.store.finish(job, terminal):
-            log.warning("job %s: not publishing its end: another worker or reaper owns it",
-                        job.id)  # fmt: skip
-            job.done.set()
-            return
-        await publish_terminal(self.broker, self.store, job, terminal)
+        active.ending = True
+        self._tasks.spawn(self._wind_up(active, status, error))
 
-    def _generate(self, job: Job, post: Post, skip: int) -> None:
-        """Runs on a worker thread: generate, encode, write the file (memory store) and
-        post events (none for the first `skip` segments: an earlier attempt sent them)."""
-        assert job.pipeline_job is not None
-        total = job.request.total_segments
+    async def _wind_up(
+        self, active: ActiveJob, status: JobStatus, error: ServiceError | None
+    ) -> None:
+        try:
+            await active.wind_up(status, error)
+        finally:
+            self.active.pop(active.job.id, None)
+            self._live_refused = False
+            self._changed.set()
+            await self._report()
 
-        def on_progress(index: int, step: int, steps: int) -> None:
-            if index >= skip:
-                post(ProgressPayload(index, step, steps, total))
+    async def _wait_for_change(self, timeout_s: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
 
-        if job.video_path is None:
+    # Load reports -------------------------------------------------------------------------------
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report()
+            await asyncio.sleep(self.settings.worker_heartbeat_seconds)  # the report's period
 
-            def on_segment(encoded: EncodedSegment) -> None:
-                if encoded.index >= skip:
-                    post(segment_payload(encoded))
+    async def _report(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the next report comes soon
+            await self.store.report_load(self.load())
 
-            job.pipeline_job.run(on_segment, progress=on_progress, cancel=job.cancel)
-            return
+    def load(self) -> WorkerLoad:
+        """This worker's load now (see `WorkerLoad`)."""
+        wall = time.time()
+        live = [a for a in self.active.values() if a.job.live]
+        accept = self._accepts()
+        finishes = [self._seconds_left(a) for a in self.active.values()]
+        next_free = min(finishes, default=math.inf)
+        return WorkerLoad(
+            worker=self.name,
+            at=wall,
+            live_streams=len(live),
+            max_live_streams=self.settings.max_live_streams,
+            jobs=len(self.active),
+            max_jobs=self.concurrency,
+            accepts_live=accept.live,
+            accepts_offline=accept.offline,
+            next_free_at=wall + next_free if math.isfinite(next_free) else None,
+            utilization=utilization(
+                [live_load(a.job.request) for a in live], self.cost, self.settings.max_batch_size
+            ),
+            streams=tuple(
+                StreamLoad(a.job.id, a.job.live, a.realtime_factor(), a.cursor.seconds_emitted)
+                for a in self.active.values()
+            ),
+        )
 
-        with job.video_path.open("wb") as video:
-            video.write(job.pipeline_job.init_segment)
+    def _seconds_left(self, active: ActiveJob) -> float:
+        request = active.job.request
+        total = request.total_segments
+        remaining = None if total is None else total - active.cursor.index
+        group = sum(1 for a in self.active.values() if work_key(a.job.request) == work_key(request))
+        batch_s = self.cost.estimate(work_key(request), min(group, self.settings.max_batch_size))
+        left_s = max(0.0, self.settings.max_unbounded_seconds - active.cursor.seconds_emitted)
+        rate = active.realtime_factor() or 1.0
+        return seconds_until_done(remaining, batch_s, left_s / rate)
 
-            def write_segment(encoded: EncodedSegment) -> None:
-                video.write(encoded.fragment)
-                video.flush()
-                post(segment_payload(encoded))
 
-            job.pipeline_job.run(write_segment, progress=on_progress, cancel=job.cancel)
+def _unexpected(exc: Exception) -> ServiceError:
+    return GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")

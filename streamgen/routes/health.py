@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from quart import Blueprint, Response, jsonify
 
 from streamgen import __version__
 from streamgen.openapi import build_openapi
-from streamgen.protocol import HealthResponse, ModelCard, ModelList
+from streamgen.protocol import HealthResponse, ModelCard, ModelList, StreamInfo, WorkerInfo
 
 from .state import app_state
 from .table import ROUTES, Reply, api_route
@@ -26,6 +28,20 @@ async def health() -> tuple[Response, int]:
     manager = state.manager
     broker = state.settings.broker
     queued, running = await manager.counts()
+    loads = await manager.loads()
+    workers = [
+        WorkerInfo(
+            worker=load.worker,
+            live_streams=load.live_streams,
+            max_live_streams=load.max_live_streams,
+            jobs=load.jobs,
+            max_jobs=load.max_jobs,
+            accepts_live=load.accepts_live,
+            utilization=load.utilization,
+            streams=[StreamInfo(**asdict(stream)) for stream in load.streams],
+        )
+        for load in loads
+    ]
     body = HealthResponse(
         status="healthy" if manager.accepting else "shutting_down",
         model_loaded=True,
@@ -35,6 +51,8 @@ async def health() -> tuple[Response, int]:
         queue_depth=queued,
         running_jobs=running,
         broker="memory" if broker == "memory" else broker.split("://", 1)[0],
+        running_streams=sum(load.live_streams for load in loads),
+        workers=workers,
     )
     return jsonify(body.model_dump()), 200 if manager.accepting else 503
 

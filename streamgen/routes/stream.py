@@ -43,7 +43,7 @@ _ERRORS = {
 async def generate_stream() -> Response:
     state = app_state()
     params = parse(GenerationParams, await read_json())
-    job = await submit(state, params, request_scoped=True)
+    job = await submit(state, params, request_scoped=True, live=True)
     follower = await open_follower(state, job, 0, holds_lease=True)
     return sse_response(state, follower)
 
@@ -59,7 +59,7 @@ async def generate_stream() -> Response:
 async def generate_stream_chunked() -> Response:
     state = app_state()
     params = parse(GenerationParams, await read_json())
-    job = await submit(state, params, request_scoped=True)
+    job = await submit(state, params, request_scoped=True, live=True)
     follower = await open_follower(state, job, 0, holds_lease=True)
     return ndjson_response(state, follower)
 

@@ -14,16 +14,23 @@ from streamgen.protocol import GenerationParams, to_generation_request
 from .state import AppState
 
 
-async def submit(state: AppState, params: GenerationParams, *, request_scoped: bool) -> Job:
+async def submit(
+    state: AppState, params: GenerationParams, *, request_scoped: bool, live: bool = False
+) -> Job:
     """Queue a job for `params` (pydantic stops here: the job layer gets the plain
     `GenerationRequest`). The cheap checks (shutting down, model, queue) come before the
-    request's media are decoded (CPU work, off the event loop)."""
+    request's media are decoded (CPU work, off the event loop). `live`: a viewer plays it
+    as it is made (the streaming routes)."""
     manager = state.manager
-    await manager.admit(params.model)
+    await manager.admit(params.model, live=live)
     try:
         request = await asyncio.to_thread(to_generation_request, params)
     except PipelineError as exc:
         raise from_pipeline_error(exc) from exc
     return await manager.submit(
-        request, model=params.model, priority=params.priority, request_scoped=request_scoped
+        request,
+        model=params.model,
+        priority=params.priority,
+        request_scoped=request_scoped,
+        live=live,
     )

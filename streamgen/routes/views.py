@@ -41,4 +41,7 @@ def job_object(job: Job) -> dict[str, Any]:
         last_seq=job.last_seq,
         error=error_body(job.error),
         links=JobLinks(self=base, events=f"{base}/events", video=f"{base}/video.mp4"),
+        live=job.live,
+        realtime_factor=job.realtime_factor,
+        estimated_start_at=job.estimated_start_at if job.status == "queued" else None,
     ).model_dump()

@@ -61,7 +61,7 @@ async def _start(state: AppState, command: framing.Command) -> Follower:
         job = await state.manager.get(command.job_id)
         return await open_follower(state, job, command.from_seq)
     params = parse(GenerationParams, command.params)
-    job = await submit(state, params, request_scoped=True)
+    job = await submit(state, params, request_scoped=True, live=True)
     return await open_follower(state, job, 0, holds_lease=True)
 
 

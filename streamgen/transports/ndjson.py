@@ -1,6 +1,6 @@
 """NDJSON framing (``application/x-ndjson``): one JSON object a line.
 
-Each line has ``status`` (started, progress, segment, completed, error), ``job_id`` and
+Each line has ``status`` (started, queued, progress, segment, completed, error), ``job_id`` and
 ``seq``; an error line nests ``{"code", "message", "param"}`` under ``error``.
 """
 
@@ -16,6 +16,7 @@ CONTENT_TYPE = "application/x-ndjson"
 HEADERS = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STATUS = {
     "start": "started",
+    "queued": "queued",
     "progress": "progress",
     "segment": "segment",
     "complete": "completed",

@@ -38,10 +38,12 @@ SMALL_BUFFER = 4  # events a subscriber of the `tight` server may fall behind
 @pytest.fixture(scope="module")
 def tight() -> Iterator[ServerThread]:
     """A second server (same model) with small limits: a 4-event subscriber buffer, a
-    2-job queue, a 10 kB body cap, 0.2 s heartbeats; small socket buffers, so a client that
-    stops reading backs up into the server within a few events."""
+    2-job queue, a 10 kB body cap, 0.2 s heartbeats, one job at a time (so one unbounded
+    job keeps the worker busy); small socket buffers, so a client that stops reading backs
+    up into the server within a few events."""
     server = ServerThread(
         {
+            "max_concurrent_jobs": 1,
             "subscriber_buffer_events": SMALL_BUFFER,
             "max_queued_jobs": 3,
             "max_body_bytes": 10_000,
@@ -302,7 +304,7 @@ def test_priority_then_fifo_and_a_full_queue_is_429(tight: ServerThread) -> None
 
 # Shutdown ---------------------------------------------------------------------------------
 def test_graceful_shutdown_finishes_or_ends_jobs_with_an_error_event() -> None:
-    server = ServerThread({"graceful_timeout_seconds": 1.0}).start()
+    server = ServerThread({"graceful_timeout_seconds": 1.0, "max_concurrent_jobs": 1}).start()
     url = server.url
 
     async def scenario() -> tuple[list[Any], list[Any], httpx.Response, httpx.Response]:

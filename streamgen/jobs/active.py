@@ -1,0 +1,231 @@
+"""One job a worker holds: where its segment loop stands, its encoder thread, the file it
+writes (memory store), its event publisher and its clock.
+
+Threads hand it events with `post` (``loop.call_soon_threadsafe``): the generator thread
+its progress, its encoder thread its segments, in the order they happen; its publisher task
+gives them sequence numbers and publishes them on the loop, records what changed in the
+store, and ends the log with the terminal event (or hands the job back to the queue).
+
+With Redis, taking a job means adopting its log (`adopt`): the worker reads the job's
+backlog (its `start` event, and on a retry what the first attempt published), checks that
+its own encoder makes the same init segment, and continues the log where it stands. A
+retried job regenerates from the start with the same seed (generators are deterministic
+for a seed) and publishes only what was not published before (`skip`): progress and
+segments of later segments, so the log has no gap and no double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Future
+from typing import BinaryIO
+
+from segment_pipeline import (
+    EncodedSegment,
+    GenerationCancelled,
+    PipelineError,
+    PipelineJob,
+    Segment,
+    SegmentCursor,
+    SegmentPipeline,
+)
+
+from ..broker.base import Broker, BrokerError
+from ..errors import GenerationFailed, ServiceError, from_pipeline_error
+from ..events import ErrorPayload, Payload, SegmentPayload, StartPayload, Terminal, payload_of
+from .log import complete_payload, publish, publish_terminal, segment_payload
+from .record import Job, JobStatus, cancel_error
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+HAND_BACK = "handed_back"  # cancel code: stop generating and requeue the job (shutdown)
+End = tuple[JobStatus, ServiceError | None]
+
+
+class ActiveJob:
+    """A job running on this worker (see the module docstring). `order` is its arrival
+    here; times are `time.monotonic()` seconds."""
+
+    def __init__(self, job: Job, broker: Broker, store: JobStore, *, order: int) -> None:
+        self.job = job
+        self.broker = broker
+        self.store = store
+        self.order = order
+        self.cursor = SegmentCursor(job.request)
+        self.started = time.monotonic()
+        self.skip = 0  # segments an earlier attempt published
+        self.generating = False  # its next window is in the batch being denoised
+        self.ending = False  # its end is decided; nothing more is generated
+        self._loop = asyncio.get_running_loop()
+        self._outbox: asyncio.Queue[Payload | End] = asyncio.Queue()
+        self._publisher = asyncio.create_task(self._publish_all(), name=f"publish-{job.id}")
+        self._video: BinaryIO | None = None
+        self._encodes: list[Future[None]] = []
+
+    @property
+    def pipeline_job(self) -> PipelineJob:
+        assert self.job.pipeline_job is not None, "opened at submit, or by adopt"
+        return self.job.pipeline_job
+
+    # Where it stands ------------------------------------------------------------------------
+    def ready(self, max_encoding: int) -> bool:
+        """Whether its next window can be generated now (its encoder not too far behind)."""
+        return (
+            not self.ending
+            and not self.generating
+            and not self.cursor.done
+            and not self.job.cancel.is_set()
+            and self.pipeline_job.encoding < max_encoding
+        )
+
+    def deadline(self, startup_buffer_s: float) -> float:
+        """When its viewer's buffer runs out, were the viewer to play from its start."""
+        return self.started + self.cursor.seconds_emitted - startup_buffer_s
+
+    def realtime_factor(self) -> float | None:
+        """Video seconds made / wall seconds since it started here."""
+        if self.cursor.emitted == 0:
+            return None
+        return self.cursor.seconds_emitted / max(1e-6, time.monotonic() - self.started)
+
+    def encode_error(self) -> ServiceError | None:
+        """The error of a failed encode, if one failed."""
+        for future in self._encodes:
+            if future.done() and future.exception() is not None:
+                exc = future.exception()
+                if isinstance(exc, PipelineError):
+                    return from_pipeline_error(exc)
+                return GenerationFailed(f"encoding failed: {type(exc).__name__}: {exc}")
+        return None
+
+    # Taking it over (shared stores) --------------------------------------------------------
+    async def adopt(self, pipeline: SegmentPipeline) -> None:
+        """Take over the job's log: sets `skip` to the segments already published (by an
+        earlier attempt), which this attempt must not publish again."""
+        job = self.job
+        try:
+            events = await self.broker.backlog(job.id, 0)
+        except BrokerError as exc:
+            raise GenerationFailed(
+                f"cannot read the job's log: {exc}", code="broker_error"
+            ) from exc
+        start = next((payload_of(e) for e in events if e.type == "start"), None)
+        if not isinstance(start, StartPayload):
+            raise GenerationFailed(
+                f"the log of job {job.id} is gone (its start event expired or was lost)",
+                code="backlog_lost",
+            )
+        if events[-1].terminal:
+            job.cancel_code, job.cancel_message = "worker_lost", "the job's log already ended"
+            job.cancel.set()
+            raise GenerationCancelled("the job's log already ended")
+        later = [payload_of(e) for e in events if e.seq > job.last_seq and e.type == "segment"]
+        job.segments_done += len(later)
+        job.frames_done += sum(p.num_frames for p in later if isinstance(p, SegmentPayload))
+        job.next_seq = events[-1].seq + 1
+        self.broker.adopt(events)  # it can now restore the job's backlog if Redis loses it
+        try:
+            job.pipeline_job = await asyncio.to_thread(pipeline.open, job.request)
+        except PipelineError as exc:
+            raise from_pipeline_error(exc) from exc
+        if job.pipeline_job.init_segment != start.init_segment:
+            raise GenerationFailed(
+                "this worker's encoder makes a different init segment than the replica that "
+                "accepted the job: give replicas and workers the same encoder settings "
+                "(encoder_preset, encoder_crf) and library versions",
+                code="encoder_mismatch",
+            )
+        self.skip = job.segments_done
+
+    def open_file(self) -> None:
+        """Start the job's MP4 on this machine (memory store): the init segment."""
+        if self.job.video_path is not None:
+            self._video = self.job.video_path.open("wb")
+            self._video.write(self.pipeline_job.init_segment)
+
+    # Its events ----------------------------------------------------------------------------
+    def post(self, payload: Payload) -> None:
+        """Hand `payload` to the publisher (from any thread; order is kept)."""
+        self._loop.call_soon_threadsafe(self._outbox.put_nowait, payload)
+
+    def encode(self, segment: Segment, wake: asyncio.Event) -> None:
+        """Encode `segment` on the job's encoder thread, then write and publish it; `wake`
+        is set (on the loop) once it is done."""
+
+        def on_encoded(encoded: EncodedSegment) -> None:
+            if self._video is not None:
+                self._video.write(encoded.fragment)
+                self._video.flush()
+            if encoded.index >= self.skip:
+                self.post(segment_payload(encoded))
+
+        future = self.pipeline_job.encode(segment, on_encoded)
+        future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(wake.set))
+        self._encodes.append(future)
+
+    async def wind_up(self, status: JobStatus, error: ServiceError | None) -> None:
+        """End the job: its segments already generated are encoded and published first,
+        then its terminal event (or, handed back, nothing). Returns once published."""
+        if self.job.pipeline_job is not None:
+            await asyncio.to_thread(self.pipeline_job.close)
+        if status == "completed":
+            failed = self.encode_error()
+            if failed is not None:
+                status, error = "failed", failed
+        if self._video is not None:
+            self._video.close()
+            self._video = None
+        # After every payload the threads posted (call_soon_threadsafe keeps their order).
+        self._outbox.put_nowait((status, error))
+        await self._publisher
+
+    def cancelled_outcome(self) -> End:
+        """How a cancelled job ends: a cancel is ``cancelled``; losing the broker or the job
+        itself is ``failed``."""
+        job = self.job
+        error = cancel_error(job.cancel_code, job.cancel_message)
+        if job.cancel_code in ("broker_error", "worker_lost"):
+            return "failed", error
+        return "cancelled", error
+
+    async def _publish_all(self) -> None:
+        job = self.job
+        while True:
+            payload = await self._outbox.get()
+            if isinstance(payload, tuple):  # the end: (status, error)
+                await self._end(*payload)
+                return
+            try:
+                await publish(self.broker, job, payload)
+            except BrokerError as exc:
+                log.error("job %s: cannot publish %s: %s", job.id, payload.type, exc)
+                job.stop("broker_error", f"the broker failed: {exc}")
+                continue
+            try:
+                ours = await self.store.record(job)
+            except BrokerError as exc:  # state lags; the next event's record catches up
+                log.warning("job %s: cannot record its state: %s", job.id, exc)
+                continue
+            if not ours:
+                job.stop("worker_lost", "the job was taken from this worker")
+
+    async def _end(self, status: JobStatus, error: ServiceError | None) -> None:
+        """Record the outcome, then publish the terminal event (state first, so whoever
+        sees the event sees the final state)."""
+        job = self.job
+        if job.cancel_code == HAND_BACK and status == "cancelled":
+            await self.store.give_back(job)
+            log.info("job %s: handed back to the queue for another worker", job.id)
+            job.done.set()
+            return
+        job.status, job.error, job.finished_at = status, error, time.time()
+        terminal: Terminal = complete_payload(job) if error is None else ErrorPayload.of(error)
+        if not await self.store.finish(job, terminal):
+            log.warning("job %s: not publishing its end: another worker or reaper owns it",
+                        job.id)  # fmt: skip
+            job.done.set()
+            return
+        await publish_terminal(self.broker, self.store, job, terminal)
