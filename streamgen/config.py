@@ -55,8 +55,10 @@ class Settings:
     max_batch_size: int = 4  # windows denoised in one forward pass
     startup_buffer_seconds: float = 1.0  # a live segment is due this long before it plays
     live_lead_seconds: float = 2.0  # a live stream this far ahead yields to offline work
+    live_max_ahead_seconds: float = 10.0  # ...and this far ahead waits (room for joiners)
     live_utilization: float = 0.9  # share of a worker's time its live streams may need
     max_unbounded_seconds: float = 3600.0  # an unbounded job completes after this much video
+    calibrate_when_idle: bool = True  # measure batches of the default request while idle
     max_body_bytes: int = 32 * MiB
     subscriber_buffer_events: int = 256
     sse_heartbeat_seconds: float = 15.0

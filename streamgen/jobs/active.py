@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import BinaryIO
 
@@ -151,9 +152,9 @@ class ActiveJob:
         """Hand `payload` to the publisher (from any thread; order is kept)."""
         self._loop.call_soon_threadsafe(self._outbox.put_nowait, payload)
 
-    def encode(self, segment: Segment, wake: asyncio.Event) -> None:
-        """Encode `segment` on the job's encoder thread, then write and publish it; `wake`
-        is set (on the loop) once it is done."""
+    def encode(self, segment: Segment, done: Callable[[], None]) -> None:
+        """Encode `segment` on the job's encoder thread, then write and publish it; `done`
+        is called on the loop once it is."""
 
         def on_encoded(encoded: EncodedSegment) -> None:
             if self._video is not None:
@@ -163,7 +164,7 @@ class ActiveJob:
                 self.post(segment_payload(encoded))
 
         future = self.pipeline_job.encode(segment, on_encoded)
-        future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(wake.set))
+        future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(done))
         self._encodes.append(future)
 
     async def wind_up(self, status: JobStatus, error: ServiceError | None) -> None:

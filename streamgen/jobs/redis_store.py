@@ -45,7 +45,7 @@ from .log import start_payload
 from .record import Job, cancel_error
 from .redis_reaper import Reaper
 from .redis_schema import SCORE_BASE, VIEW_FIELDS, JobsRedis, RedisKeys
-from .store import ANY, Accept, CancelOutcome, JobStore
+from .store import ANY, Accept, CancelOutcome, JobStore, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,12 @@ class RedisJobStore(JobStore):
         self._files[job_id] = path
 
     # -- the worker side ------------------------------------------------------------------
-    async def claim(self, accept: Accept = ANY, timeout_s: float | None = None) -> Job | None:
+    async def claim(
+        self,
+        accept: Accept = ANY,
+        timeout_s: float | None = None,
+        interrupt: asyncio.Event | None = None,
+    ) -> Job | None:
         self.is_worker = True
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
@@ -308,10 +313,10 @@ class RedisJobStore(JobStore):
                 await self._check_cancel(job)
                 return job
             wait_s = self.poll_s if deadline is None else min(self.poll_s, deadline - loop.time())
-            if wait_s <= 0:
+            if wait_s <= 0 or (interrupt is not None and interrupt.is_set()):
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait_s)  # or a poll, if one was lost
+            # Woken by "queued" (or a poll, if one was lost), or by the caller.
+            await wait_any([wake, *([interrupt] if interrupt else [])], wait_s)
         return None
 
     def stop_claiming(self) -> None:

@@ -13,7 +13,9 @@ whether one more live stream fits.
   earliest deadline (then the watched one), unless every one of them is more than `lead_s`
   ahead of its deadline and offline work waits, which then goes first (priority, then
   least video made: fair shares, so an unbounded job cannot starve the others). The batch
-  takes every other ready job with the head's batch key, live first, up to `max_batch`.
+  takes every other ready job with the head's batch key, live first, up to `max_batch`
+  (only other due ones when the head is already late: a joining stream's first segment is
+  not slowed by a batch of work that could wait).
 - **Admission.** A live stream is admitted when, with it, the live streams need at most
   `utilization` of this worker's time (each stream needs one segment per segment of
   video; streams of one shape are assumed batched together), and fewer than `max_live`
@@ -130,7 +132,10 @@ def choose_batch(
     batch = [head]
     if head.batch_key is None:
         return batch
-    for candidate in [*timed, *offline]:
+    # A head already late (a stream waiting for its first segment) takes only others that
+    # are due too: a bigger batch would make it later still.
+    company = urgent if head.deadline < now else [*timed, *offline]
+    for candidate in company:
         if len(batch) >= max_batch:
             break
         if candidate is not head and candidate.batch_key == head.batch_key:

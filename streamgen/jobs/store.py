@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
 import logging
 import time
@@ -120,10 +119,15 @@ class JobStore(ABC):
 
     # The worker side ----------------------------------------------------------------------
     @abstractmethod
-    async def claim(self, accept: Accept = ANY, timeout_s: float | None = None) -> Job | None:
+    async def claim(
+        self,
+        accept: Accept = ANY,
+        timeout_s: float | None = None,
+        interrupt: asyncio.Event | None = None,
+    ) -> Job | None:
         """Wait for the next queued job that `accept` takes (highest priority, oldest
         first) and take it: it is now running here. None after `timeout_s` seconds without
-        one, and once `stop_claiming` was called."""
+        one, when `interrupt` is set while it waits, and once `stop_claiming` was called."""
 
     @abstractmethod
     def stop_claiming(self) -> None:
@@ -218,7 +222,12 @@ class MemoryJobStore(JobStore):
     async def settle(self, job: Job) -> None:
         job.done.set()
 
-    async def claim(self, accept: Accept = ANY, timeout_s: float | None = None) -> Job | None:
+    async def claim(
+        self,
+        accept: Accept = ANY,
+        timeout_s: float | None = None,
+        interrupt: asyncio.Event | None = None,
+    ) -> Job | None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         while not self._stopping:
@@ -227,10 +236,9 @@ class MemoryJobStore(JobStore):
                 return job
             self._changed.clear()
             wait_s = None if deadline is None else deadline - loop.time()
-            if wait_s is not None and wait_s <= 0:
+            if (wait_s is not None and wait_s <= 0) or (interrupt and interrupt.is_set()):
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait_s)
+            await wait_any([self._changed, *([interrupt] if interrupt else [])], wait_s)
         return None
 
     def _take(self, accept: Accept) -> Job | None:
@@ -271,3 +279,13 @@ class MemoryJobStore(JobStore):
             if job.video_path is not None:
                 job.video_path.unlink(missing_ok=True)
             self._tasks.spawn(self.broker.drop(job.id))
+
+
+async def wait_any(events: list[asyncio.Event], timeout_s: float | None) -> None:
+    """Until one of `events` is set, or `timeout_s` seconds (None: no limit)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -36,8 +36,10 @@ import numpy as np
 
 from segment_pipeline import (
     GenerationCancelled,
+    GenerationRequest,
     PipelineError,
     ResolvedRequest,
+    SegmentCursor,
     SegmentPipeline,
     WindowTask,
 )
@@ -113,10 +115,16 @@ class Worker:
         self.jobs_run = 0
         self._device = ThreadPoolExecutor(1, thread_name_prefix="generator")
         self._order = itertools.count()
-        self._changed = asyncio.Event()  # a job joined, left, or can go on
+        # Set when a job joins, leaves or can go on: one event for each loop that waits.
+        self._run_wake = asyncio.Event()
+        self._claim_wake = asyncio.Event()
         self._live_refused = False  # a live stream did not fit: take none until a change
         self._refused_blind = False  # ...and that was before any batch was measured
         self._stopping = False
+        # Batch sizes of the default request to measure while idle, so admission knows what
+        # batching buys (size 0: a first, unrecorded run that pays for allocations).
+        calibrate = settings.calibrate_when_idle
+        self._uncalibrated = list(range(settings.max_batch_size + 1)) if calibrate else []
         self._loops: list[asyncio.Task[None]] = []
         self._tasks = TaskSet(log, "worker")
 
@@ -159,18 +167,19 @@ class Worker:
     # Taking jobs ------------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            self._claim_wake.clear()  # what it accepts changes: a waiting claim looks again
             accept = self._accepts()
             if not (accept.live or accept.offline):
-                await self._wait_for_change(CLAIM_POLL_S)
+                await _wait(self._claim_wake, CLAIM_POLL_S)
                 continue
-            job = await self.store.claim(accept, timeout_s=CLAIM_POLL_S)
+            job = await self.store.claim(accept, CLAIM_POLL_S, interrupt=self._claim_wake)
             if job is None:
                 continue
             if job.live and not self._admits(job.request) and not self._stopping:
-                await self._announce_wait(job)
-                await self.store.give_back(job)  # it waits for room, here or elsewhere
                 self._live_refused = True
                 self._refused_blind = not self.cost.known
+                await self._announce_wait(job)
+                await self.store.give_back(job)  # it waits for room, here or elsewhere
                 self._tasks.spawn(self._report())
                 continue
             await self._activate(job)
@@ -243,7 +252,7 @@ class Worker:
             self._finish(active, "failed", _unexpected(exc))
         else:
             job.cancel.on_set(lambda: self._cancelled_from_any_thread(loop, active))
-        self._changed.set()
+        self._changed()
         self._tasks.spawn(self._report())
 
     def _cancelled_from_any_thread(
@@ -257,12 +266,34 @@ class Worker:
     # Running them -------------------------------------------------------------------------------
     async def _run_loop(self) -> None:
         while True:
-            self._changed.clear()
-            ready = [a for a in self.active.values() if a.ready(MAX_ENCODING)]
-            if not ready:
-                await self._changed.wait()
+            self._run_wake.clear()
+            ready, resume_in = self._ready()
+            if ready:
+                await self._run_batch(self._choose(ready))
+            elif not self.active and self._uncalibrated:
+                await self._calibrate(self._uncalibrated.pop(0))
+            else:
+                await _wait(self._run_wake, resume_in)
+
+    def _ready(self) -> tuple[list[ActiveJob], float | None]:
+        """The jobs whose next window can be made now, and (when none can) the seconds
+        until a live stream far enough ahead of its viewer is due again (None: no such)."""
+        now = time.monotonic()
+        buffer_s, ahead_s = (
+            self.settings.startup_buffer_seconds,
+            self.settings.live_max_ahead_seconds,
+        )
+        ready: list[ActiveJob] = []
+        resume: list[float] = []
+        for active in self.active.values():
+            if not active.ready(MAX_ENCODING):
                 continue
-            await self._run_batch(self._choose(ready))
+            slack = active.deadline(buffer_s) - now
+            if active.job.live and slack > ahead_s:
+                resume.append(slack - ahead_s)
+            else:
+                ready.append(active)
+        return ready, (min(resume) if resume and not ready else None)
 
     def _choose(self, ready: list[ActiveJob]) -> list[ActiveJob]:
         now = time.monotonic()
@@ -316,6 +347,7 @@ class Worker:
             self.cost.observe(work_key(batch[0].job.request), len(batch), seconds)
             if self._refused_blind:  # refused before anything was measured: look again
                 self._live_refused = self._refused_blind = False
+                self._claim_wake.set()
         made: list[np.ndarray | None] = list(windows) if windows else [None] * len(batch)
         for active, window in zip(batch, made, strict=True):
             if active.ending:
@@ -325,7 +357,33 @@ class Worker:
                     self._finish(active, "failed", error)
                 continue
             self._advance(active, window, seconds)
-        self._changed.set()
+        self._changed()
+
+    async def _calibrate(self, size: int) -> None:
+        """Measure one batch of `size` windows of the default request (nothing published;
+        size 0: one window, not recorded)."""
+        generator = self.pipeline.generator
+        record, size = size > 0, max(1, size)
+        try:
+            requests = [
+                generator.resolve(GenerationRequest(prompt="calibration", seed=seed))
+                for seed in range(size)
+            ]
+        except PipelineError as exc:
+            log.info("no calibration: the default request does not resolve: %s", exc)
+            self._uncalibrated.clear()
+            return
+        tasks = [SegmentCursor(request).next_task() for request in requests]
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            await loop.run_in_executor(self._device, generator.run_batch, tasks, _no_steps)
+        except PipelineError as exc:
+            log.warning("calibration batch of %d failed: %s", size, exc)
+            self._uncalibrated.clear()
+            return
+        if record:
+            self.cost.observe(work_key(requests[0]), size, time.perf_counter() - started)
 
     def _generate(self, batch: list[ActiveJob], tasks: list[WindowTask]) -> list[np.ndarray]:
         """Runs on the device thread: one batch, progress posted per job."""
@@ -365,13 +423,13 @@ class Worker:
         finally:
             self.active.pop(active.job.id, None)
             self._live_refused = False
-            self._changed.set()
+            self._changed()
+            self._claim_wake.set()  # room for one more: a waiting claim looks again
             await self._report()
 
-    async def _wait_for_change(self, timeout_s: float) -> None:
-        self._changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
+    def _changed(self) -> None:
+        """A job joined, left or can go on: the run loop looks again."""
+        self._run_wake.set()
 
     # Load reports -------------------------------------------------------------------------------
     async def _report_loop(self) -> None:
@@ -418,6 +476,15 @@ class Worker:
         left_s = max(0.0, self.settings.max_unbounded_seconds - active.cursor.seconds_emitted)
         rate = active.realtime_factor() or 1.0
         return seconds_until_done(remaining, batch_s, left_s / rate)
+
+
+def _no_steps(item: int, step: int, total_steps: int) -> None:
+    del item, step, total_steps
+
+
+async def _wait(event: asyncio.Event, timeout_s: float | None) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)
 
 
 def _unexpected(exc: Exception) -> ServiceError:
