@@ -201,6 +201,7 @@ class PlayerPage {
     this.resumes = 0; // MAX_RESUMES counts attempts in a row that brought nothing
     try {
       if (event.type === "start") this.onStart(event, d);
+      else if (event.type === "queued") this.onQueued(d);
       else if (event.type === "progress") this.onProgress(d);
       else if (event.type === "segment") this.onSegment(d);
       else if (event.type === "complete") this.onComplete(d);
@@ -226,6 +227,14 @@ class PlayerPage {
     const length = d.total_frames != null ? `${d.total_frames} frames` : "unbounded";
     this.setState("streaming", `Generating ${d.width}×${d.height} at ${d.fps} fps, ${length}, seed ${d.seed}…`);
     this.setProgress(0, this.totalSegments ? `segment 0/${this.totalSegments}` : "");
+  }
+
+  onQueued(d) {
+    // The job waits for a worker with room for it (a live stream is admitted only where it
+    // keeps real time); say when it should start.
+    const wait = d.estimated_wait_seconds;
+    const when = wait == null ? "" : ` · starts in about ${Math.max(1, Math.round(wait))} s`;
+    this.setProgress(null, `queued${when}`);
   }
 
   onProgress(d) {

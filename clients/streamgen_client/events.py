@@ -1,12 +1,14 @@
 """Typed events of a job's stream, and their decoding from the three wire forms.
 
-Every transport carries the same ordered log (``seq`` 0, 1, 2, …): `StartEvent`,
-`ProgressEvent`, `SegmentEvent`, then `CompleteEvent` or `ErrorEvent`. The decoders here are
+Every transport carries the same ordered log (``seq`` 0, 1, 2, …): `StartEvent`, maybe
+`QueuedEvent` (the job waits for a worker with room), `ProgressEvent`, `SegmentEvent`, then
+`CompleteEvent` or `ErrorEvent`. The decoders here are
 pure functions over already-framed messages:
 
 - SSE: `from_sse(event_name, data_json)`; byte fields arrive base64 as ``<name>_base64``;
-- NDJSON: `from_ndjson(obj)`; the type is in ``status`` (``started``, ``progress``,
-  ``segment``, ``completed``, ``error``) and an error's fields are nested under ``error``;
+- NDJSON: `from_ndjson(obj)`; the type is in ``status`` (``started``, ``queued``,
+  ``progress``, ``segment``, ``completed``, ``error``) and an error's fields are nested
+  under ``error``;
 - WebSocket: `from_msgpack(payload)`; ``{"job_id", "seq", "type", "data"}`` with raw bytes.
 
 Unknown extra fields are ignored (the server may add some); a missing required field or a
@@ -43,6 +45,19 @@ class StartEvent:
     total_frames: int | None  # None when unbounded
     seed: int | None
     model: str
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """The job waits for a worker with room for it: `position` jobs wait before it; it should
+    start at `estimated_start_at` (Unix seconds), `estimated_wait_seconds` from when the
+    event was sent (both None when the server cannot tell yet)."""
+
+    job_id: str
+    seq: int
+    position: int
+    estimated_start_at: float | None
+    estimated_wait_seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -105,12 +120,15 @@ class ErrorEvent:
     resume_from: int | None = None
 
 
-StreamEvent: TypeAlias = StartEvent | ProgressEvent | SegmentEvent | CompleteEvent | ErrorEvent
+StreamEvent: TypeAlias = (
+    StartEvent | QueuedEvent | ProgressEvent | SegmentEvent | CompleteEvent | ErrorEvent
+)
 TERMINAL = (CompleteEvent, ErrorEvent)
 
 _NDJSON_STATUS = {
     "started": "start",
     "start": "start",
+    "queued": "queued",
     "progress": "progress",
     "segment": "segment",
     "completed": "complete",
@@ -168,6 +186,14 @@ def from_fields(kind: str, fields: Mapping[str, Any]) -> StreamEvent:
             total_frames=_opt_int(fields, "total_frames"),
             seed=_opt_int(fields, "seed"),
             model=_str(fields, "model", default=""),
+        )
+    if kind == "queued":
+        return QueuedEvent(
+            job_id=job_id,
+            seq=seq,
+            position=_int(fields, "position"),
+            estimated_start_at=_opt_float(fields, "estimated_start_at"),
+            estimated_wait_seconds=_opt_float(fields, "estimated_wait_seconds"),
         )
     if kind == "progress":
         return ProgressEvent(

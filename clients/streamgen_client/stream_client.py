@@ -25,7 +25,14 @@ from typing import Any
 
 from .client import TRANSPORTS, EventStream, RetryPolicy, StreamClient
 from .errors import ClientError, IncompleteVideo, JobFailed, RequestRejected
-from .events import CompleteEvent, ProgressEvent, SegmentEvent, StartEvent, StreamEvent
+from .events import (
+    CompleteEvent,
+    ProgressEvent,
+    QueuedEvent,
+    SegmentEvent,
+    StartEvent,
+    StreamEvent,
+)
 from .mp4 import SegmentWriter
 from .request import GenerateRequest, parse_size, read_file
 
@@ -208,6 +215,11 @@ class _Progress:
             )
         elif self.bar is None:
             return
+        elif isinstance(event, QueuedEvent):
+            wait = event.estimated_wait_seconds
+            self.bar.set_postfix_str(
+                "queued" + ("" if wait is None else f", starts in about {wait:.0f} s")
+            )
         elif isinstance(event, ProgressEvent):
             step = f"segment {event.segment_index + 1} step {event.step}/{event.total_steps}"
             self.bar.set_postfix_str(step)

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENCODING = 2  # segments of one job waiting for its encoder before it skips a batch
 CLAIM_POLL_S = 1.0  # a waiting claim looks again this often (admission may have changed)
+REPORT_EVERY_S = 0.25  # load reports after batches, at most this often
 QUEUE_NOTICE_MOVE_S = 2.0  # a waiting stream hears again when its estimate moves this much
 
 
@@ -121,6 +122,7 @@ class Worker:
         self._live_refused = False  # a live stream did not fit: take none until a change
         self._refused_blind = False  # ...and that was before any batch was measured
         self._stopping = False
+        self._reported_at = 0.0
         # Batch sizes of the default request to measure while idle, so admission knows what
         # batching buys (size 0: a first, unrecorded run that pays for allocations).
         calibrate = settings.calibrate_when_idle
@@ -358,6 +360,8 @@ class Worker:
                 continue
             self._advance(active, window, seconds)
         self._changed()
+        if time.monotonic() - self._reported_at >= REPORT_EVERY_S:
+            self._tasks.spawn(self._report())
 
     async def _calibrate(self, size: int) -> None:
         """Measure one batch of `size` windows of the default request (nothing published;
@@ -438,6 +442,7 @@ class Worker:
             await asyncio.sleep(self.settings.worker_heartbeat_seconds)  # the report's period
 
     async def _report(self) -> None:
+        self._reported_at = time.monotonic()
         with contextlib.suppress(Exception):  # best effort: the next report comes soon
             await self.store.report_load(self.load())
 

@@ -2,8 +2,8 @@
 (no system site packages) brings no torch, PyAV, numpy, Redis or server code, and its
 `streamgen-client` command saves a video from a real server.
 
-Slow-ish (a venv and a pip install, about 30 s); pip fetches httpx, websockets and msgpack
-from the configured index into a cache kept between runs.
+Slow-ish (a venv and a pip install, about 30 s); pip fetches httpx, websockets, msgpack and
+tqdm from the configured index into a cache kept between runs.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_the_installed_client_brings_nothing_of_the_server(venv: Path, tmp_path:
     seen = json.loads(probe.stdout)
     assert seen["found"] == dict.fromkeys(HEAVY, False)
     assert Path(seen["client_file"]).is_relative_to(venv.parent), "not the installed copy"
-    assert seen["requires"] == ["httpx>=0.27", "msgpack>=1.0", "websockets>=13"]
+    assert seen["requires"] == ["httpx>=0.27", "msgpack>=1.0", "tqdm>=4.66", "websockets>=13"]
 
 
 @pytest.mark.timeout(600)
@@ -103,7 +103,7 @@ def test_the_installed_command_saves_a_video(venv: Path, server_url: str, tmp_pa
         [venv / "streamgen-client", "--server", server_url,
          "--prompt", "a red ball moving left", "--size", "64x64", "--num-frames", "28",
          "--steps", "2", "--seed", "11", "--transport", "sse",
-         "--concatenate", out, "--output-dir", tmp_path / "segments", "--quiet"],
+         "--concatenate", out, "--output-dir", tmp_path / "segments"],  # with its progress bar
         cwd=tmp_path, timeout_s=120,
     )  # fmt: skip
     with av.open(io.BytesIO(out.read_bytes())) as container:

@@ -9,6 +9,7 @@ from streamgen_client.events import (
     CompleteEvent,
     ErrorEvent,
     ProgressEvent,
+    QueuedEvent,
     SegmentEvent,
     StartEvent,
     error_from_body,
@@ -72,6 +73,16 @@ def text_form(fields):
         ),
         ("segment", "segment", SEGMENT_FIELDS),
         ("complete", "completed", {"total_segments": 3, "total_frames": 20, "duration": 2.5}),
+        (
+            "queued",
+            "queued",
+            {"position": 2, "estimated_start_at": 1796290654.5, "estimated_wait_seconds": 7.25},
+        ),
+        (
+            "queued",
+            "queued",
+            {"position": 0, "estimated_start_at": None, "estimated_wait_seconds": None},
+        ),
     ],
 )
 def test_the_three_wire_forms_decode_to_the_same_event(kind, status, fields):
@@ -86,6 +97,7 @@ def test_the_three_wire_forms_decode_to_the_same_event(kind, status, fields):
         "progress": ProgressEvent,
         "segment": SegmentEvent,
         "complete": CompleteEvent,
+        "queued": QueuedEvent,
     }[kind]
     assert type(events[0]) is expected_type
 

@@ -1,0 +1,121 @@
+"""The worker's scheduling policy, as pure functions: which batch next, what batches cost,
+whether one more live stream fits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streamgen.jobs.load import StreamLoad, WorkerLoad, estimated_start
+from streamgen.jobs.schedule import (
+    Candidate,
+    CostModel,
+    LiveLoad,
+    WorkKey,
+    admits,
+    choose_batch,
+    seconds_until_done,
+    utilization,
+)
+
+KEY = WorkKey(128, 128, 12, 8, False)
+BIG = WorkKey(256, 256, 12, 8, False)
+
+
+def candidate(
+    job_id: str, tier: str = "live", deadline: float = 0.0, **fields: object
+) -> Candidate:
+    values = {"batch_key": KEY, "work_key": KEY, "order": int(job_id[-1]), **fields}
+    return Candidate(job_id, tier, deadline=deadline, **values)  # type: ignore[arg-type]
+
+
+def ids(batch: list[Candidate]) -> list[str]:
+    return [c.job_id for c in batch]
+
+
+def test_the_live_stream_due_first_heads_the_batch_and_same_shapes_join_it() -> None:
+    ready = [
+        candidate("j1", deadline=5.0),
+        candidate("j2", deadline=1.0),
+        candidate("j3", tier="offline"),
+        candidate("j4", deadline=2.0, batch_key="other"),
+    ]
+    batch = choose_batch(ready, now=0.0, max_batch=4, lead_s=2.0)
+    assert ids(batch) == ["j2", "j1", "j3"]  # j4 cannot share a forward pass
+    assert ids(choose_batch(ready, now=0.0, max_batch=2, lead_s=2.0)) == ["j2", "j1"]
+
+
+def test_offline_work_goes_first_when_every_stream_is_well_ahead() -> None:
+    ready = [candidate("j1", deadline=10.0), candidate("j2", tier="offline", batch_key="o")]
+    assert ids(choose_batch(ready, now=0.0, max_batch=4, lead_s=2.0)) == ["j2"]
+    # Within the lead the stream is due: it goes first.
+    assert ids(choose_batch(ready, now=8.5, max_batch=4, lead_s=2.0)) == ["j1"]
+
+
+def test_a_late_head_takes_only_others_that_are_due() -> None:
+    joiner = candidate("j1", deadline=-1.0)  # waiting for its first segment
+    ahead = candidate("j2", deadline=6.0)
+    due = candidate("j3", deadline=1.0)
+    batch = choose_batch([joiner, ahead, due], now=0.0, max_batch=4, lead_s=2.0)
+    assert ids(batch) == ["j1", "j3"]
+
+
+def test_offline_jobs_share_fairly_and_priority_goes_first() -> None:
+    long_run = candidate("j1", tier="offline", batch_key="a", video_seconds=30.0)
+    newer = candidate("j2", tier="offline", batch_key="b", video_seconds=2.0)
+    assert ids(choose_batch([long_run, newer], 0.0, max_batch=1, lead_s=2.0)) == ["j2"]
+    urgent = candidate("j3", tier="offline", batch_key="c", video_seconds=50.0, priority=5)
+    assert ids(choose_batch([long_run, newer, urgent], 0.0, max_batch=1, lead_s=2.0)) == ["j3"]
+
+
+def test_watched_jobs_come_after_live_streams_at_equal_urgency() -> None:
+    watched = candidate("j1", tier="watched", deadline=-1.0, batch_key="w")
+    live = candidate("j2", deadline=0.5, batch_key="l")
+    assert ids(choose_batch([watched, live], 0.0, max_batch=4, lead_s=2.0)) == ["j2"]
+
+
+def test_cost_model_learns_and_extrapolates_without_assuming_a_gain() -> None:
+    cost = CostModel(smoothing=0.5)
+    assert cost.estimate(KEY, 1) is None and not cost.known
+    cost.observe(KEY, 1, 0.4)
+    assert cost.estimate(KEY, 1) == 0.4
+    assert cost.estimate(KEY, 3) == pytest.approx(1.2)  # one size seen: proportional
+    cost.observe(KEY, 2, 0.6)
+    assert cost.estimate(KEY, 4) == pytest.approx(1.0)  # linear through 1 and 2
+    cost.observe(KEY, 1, 0.2)
+    assert cost.estimate(KEY, 1) == pytest.approx(0.3)  # running mean
+    # Another shape: scaled by work (4x the pixels).
+    assert cost.estimate(BIG, 1) == pytest.approx(0.3 * 4)
+
+
+def test_admission_keeps_every_live_stream_at_real_time() -> None:
+    cost = CostModel()
+    for size, seconds in ((1, 0.4), (2, 0.6), (3, 0.8), (4, 1.0)):
+        cost.observe(KEY, size, seconds)
+    stream = LiveLoad(KEY, segment_seconds=1.0)
+    options = {"max_live": 4, "max_batch": 4, "utilization_cap": 0.9}
+    assert admits([], stream, cost, **options)  # type: ignore[arg-type]
+    assert admits([stream] * 2, stream, cost, **options)  # type: ignore[arg-type]
+    assert not admits([stream] * 3, stream, cost, **options)  # type: ignore[arg-type]
+    assert utilization([stream] * 3, cost, 4) == pytest.approx(0.8)
+    assert utilization([stream] * 5, cost, 4) == pytest.approx(1.4)  # 4 + 1
+    capped = {**options, "max_live": 2}
+    assert not admits([stream] * 2, stream, cost, **capped)  # type: ignore[arg-type]
+    # Nothing measured yet: a second stream waits for a measurement.
+    assert not admits([stream], stream, CostModel(), **options)  # type: ignore[arg-type]
+
+
+def test_time_to_finish_and_estimated_start() -> None:
+    assert seconds_until_done(3, 0.5, 100.0) == 1.5
+    assert seconds_until_done(None, 0.5, 100.0) == 100.0
+    assert seconds_until_done(3, None, 100.0) == math.inf
+    busy = WorkerLoad("w1", 0.0, 4, 4, 4, 8, False, True, 50.0, 0.95,
+                      (StreamLoad("job_1", True, 1.1, 3.0),))  # fmt: skip
+    free = WorkerLoad("w2", 0.0, 1, 4, 1, 8, True, True, 80.0, 0.3)
+    assert estimated_start([busy, free], live=True, position=0, now=10.0) == 10.0
+    assert estimated_start([busy, free], live=True, position=1, now=10.0) == 50.0
+    assert estimated_start([busy], live=True, position=3, now=10.0) == 50.0
+    assert estimated_start([], live=True, position=0, now=10.0) is None
+    back = WorkerLoad.from_dict(busy.to_dict())
+    assert back == busy
