@@ -30,20 +30,17 @@ import io
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import av
 import httpx
 import numpy as np
+from server_process import free_port, start_server
 from streamgen_client.sse import SSEParser
 
-REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [
     "a red ball moving left",
     "a blue square moving up",
@@ -89,26 +86,6 @@ class Stream:
                 count += 1
                 stalled_s += arrived - due
         return count, stalled_s
-
-
-def start_server(port: int, overrides: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.update({f"STREAMGEN_{key.upper()}": value for key, value in overrides.items()})
-    command = [sys.executable, "-m", "streamgen", "serve", "--port", str(port),
-               "--log-level", "WARNING"]  # fmt: skip
-    server = subprocess.Popen(command, env=env, cwd=REPO)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None:
-            raise SystemExit("the server exited during startup")
-        time.sleep(0.2)  # waiting for the model to load
-    server.terminate()
-    raise SystemExit("the server did not come up within 120 s")
 
 
 async def stream(
@@ -189,9 +166,7 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="a setting, key=value")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = start_server(port, overrides)
     try:

@@ -23,49 +23,21 @@ import json
 import os
 import platform
 import resource
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+from server_process import free_port, start_server
 from sse_subscriber import Subscriber
 from streamgen_client.sse import SSEParser
 
 from segment_pipeline import GenerationRequest, SegmentPipeline, load_generator
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 # The server ----------------------------------------------------------------------------------
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "STREAMGEN_MAX_QUEUED_JOBS": "8",
-        "STREAMGEN_SUBSCRIBER_BUFFER_EVENTS": "256",
-        "PYTHONPATH": str(REPO),
-    }
-    command = [sys.executable, "-m", "streamgen", "serve", "--port", str(port),
-               "--log-level", "WARNING"]  # fmt: skip
-    server = subprocess.Popen(command, env=env, cwd=REPO)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None:
-            raise SystemExit("the server exited during startup")
-        time.sleep(0.2)
-    server.terminate()
-    raise SystemExit("the server did not come up within 120 s")
-
-
 def rss_mib(pid: int) -> tuple[float, float]:
     """(current, peak) resident memory of `pid` in MiB."""
     fields = dict(
@@ -78,12 +50,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` so far (seconds)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # 1. First segment and wall: bare generator vs streamed -----------------------------------------
@@ -184,7 +150,7 @@ def main() -> None:
     request = {"prompt": "a red ball moving right", "width": width, "height": height,
                "seconds": args.seconds, "num_inference_steps": args.steps, "seed": 7}  # fmt: skip
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, {"max_queued_jobs": "8", "subscriber_buffer_events": "256"})
     base = f"http://127.0.0.1:{port}"
     try:
         generator = load_generator("embedded")

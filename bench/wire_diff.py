@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import msgpack
+from server_process import free_port, start_server
 from websockets.asyncio.client import connect
 
 REQUEST = {
@@ -83,23 +80,10 @@ async def bodies(url: str) -> dict[str, bytes]:
 
 
 def serve_and_read(tree: Path) -> dict[str, bytes]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(tree), "STREAMGEN_TORCH_THREADS": "1"}
-    command = [sys.executable, "-m", "streamgen", "serve", "--port", str(port),
-               "--log-level", "WARNING"]  # fmt: skip
-    server = subprocess.Popen(command, env=env, cwd="/")
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
+    server = start_server(port, {"torch_threads": "1"}, tree=tree)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)  # the server is still loading
-        return asyncio.run(bodies(url))
+        return asyncio.run(bodies(f"http://127.0.0.1:{port}"))
     finally:
         server.terminate()
         server.wait()

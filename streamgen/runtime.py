@@ -54,6 +54,8 @@ class Runtime:
             return
         self._drained = True
         grace_s = self.settings.graceful_timeout_seconds if grace_s is None else grace_s
+        if self.worker is not None:  # first: no job goes back to the queue after the sweep
+            await self.worker.stop_taking()
         if self.manager is not None:
             await self.manager.stop_accepting()
         if self.worker is not None:

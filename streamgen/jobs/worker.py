@@ -137,15 +137,19 @@ class Worker:
                            ("report", self._report_loop)):  # fmt: skip
             self._loops.append(asyncio.create_task(loop(), name=f"worker-{name}"))
 
+    async def stop_taking(self) -> None:
+        """Take no more jobs (a claim in flight finishes taking its job first)."""
+        self._stopping = True
+        self.store.stop_claiming()
+        if self._loops:
+            await asyncio.wait([self._loops[0]], timeout=CLAIM_POLL_S + 5.0)
+
     async def stop(self, grace_s: float) -> None:
         """Take no more jobs; running ones get `grace_s` seconds to finish. Then, with a
         shared store, they go back to the queue (another worker takes them over and
         continues their logs); with the memory store they are cancelled with an `error`
         event (code ``shutting_down``)."""
-        self._stopping = True
-        self.store.stop_claiming()
-        if self._loops:  # a claim in flight finishes taking its job before the snapshot
-            await asyncio.wait([self._loops[0]], timeout=CLAIM_POLL_S + grace_s)
+        await self.stop_taking()
         running = [a.job for a in self.active.values()]
         if running:
             await asyncio.wait(
