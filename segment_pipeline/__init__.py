@@ -4,6 +4,7 @@
 fMP4 encoder on a side thread.
 """
 
+from .audio import SAMPLE_RATE, AudioClip, AudioLimits, read_audio
 from .backends import BACKENDS, load_generator
 from .encoder import EncodedFragment, EncoderOptions, FragmentedMP4Encoder
 from .errors import (
@@ -14,18 +15,30 @@ from .errors import (
     ModelLoadError,
     PipelineError,
 )
-from .generator import CancelEvent, Segment, SegmentCursor, SegmentedGenerator, WindowTask
+from .generator import (
+    CancelEvent,
+    GeneratedWindow,
+    Segment,
+    SegmentCursor,
+    SegmentedGenerator,
+    Window,
+    WindowTask,
+)
 from .pipeline import EncodedSegment, PipelineJob, SegmentPipeline
 from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest
 
 __all__ = [
     "BACKENDS",
+    "SAMPLE_RATE",
+    "AudioClip",
+    "AudioLimits",
     "CancelEvent",
     "EncodedFragment",
     "EncodedSegment",
     "EncoderError",
     "EncoderOptions",
     "FragmentedMP4Encoder",
+    "GeneratedWindow",
     "GenerationCancelled",
     "GenerationFailed",
     "GenerationRequest",
@@ -40,6 +53,8 @@ __all__ = [
     "SegmentCursor",
     "SegmentPipeline",
     "SegmentedGenerator",
+    "Window",
     "WindowTask",
     "load_generator",
+    "read_audio",
 ]

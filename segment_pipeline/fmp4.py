@@ -150,3 +150,70 @@ def decode_times(media: bytes) -> list[int]:
             fmt = ">Q" if media[p] == 1 else ">I"
             times.append(int(struct.unpack_from(fmt, media, p + 4)[0]))
     return times
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def _full_box(kind: bytes, version: int, flags: int, payload: bytes) -> bytes:
+    return _box(kind, struct.pack(">I", (version << 24) | flags) + payload)
+
+
+_TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
+_TRUN_DATA_OFFSET = 0x000001
+_TRUN_SAMPLE_DURATION = 0x000100
+_TRUN_SAMPLE_SIZE = 0x000200
+
+
+def sample_fragment(
+    samples: list[tuple[bytes, int]], track_id: int, decode_time: int, sequence: int
+) -> bytes:
+    """One `moof`+`mdat` for track `track_id` holding `samples` ((bytes, duration in track
+    ticks) each, all sync samples), starting at `decode_time` ticks; default-base-is-moof,
+    as MSE needs. Empty bytes when there are no samples."""
+    if not samples:
+        return b""
+    mfhd = _full_box(b"mfhd", 0, 0, struct.pack(">I", sequence))
+    tfhd = _full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", track_id))
+    tfdt = _full_box(b"tfdt", 1, 0, struct.pack(">Q", decode_time))
+    flags = _TRUN_DATA_OFFSET | _TRUN_SAMPLE_DURATION | _TRUN_SAMPLE_SIZE
+    entries = b"".join(struct.pack(">II", duration, len(data)) for data, duration in samples)
+
+    def moof(data_offset: int) -> bytes:
+        trun = _full_box(b"trun", 0, flags, struct.pack(">Ii", len(samples), data_offset) + entries)
+        return _box(b"moof", mfhd + _box(b"traf", tfhd + tfdt + trun))
+
+    size = len(moof(0))
+    return moof(size + 8) + _box(b"mdat", b"".join(data for data, _ in samples))
+
+
+def tracks(init: bytes) -> dict[bytes, tuple[int, int]]:
+    """Each track's (track ID, media timescale) by handler type (``vide``, ``soun``)."""
+    out: dict[bytes, tuple[int, int]] = {}
+    for trak in find_boxes(init, [b"moov", b"trak"]):
+        tkhd = find_boxes(init, [b"tkhd"], trak.payload_start, trak.end)
+        hdlr = find_boxes(init, [b"mdia", b"hdlr"], trak.payload_start, trak.end)
+        mdhd = find_boxes(init, [b"mdia", b"mdhd"], trak.payload_start, trak.end)
+        if not (tkhd and hdlr and mdhd):
+            continue
+        handler = bytes(init[hdlr[0].payload_start + 8 : hdlr[0].payload_start + 12])
+        version = init[tkhd[0].payload_start]
+        track_id = struct.unpack_from(">I", init, tkhd[0].payload_start + (20 if version else 12))
+        version = init[mdhd[0].payload_start]
+        offset = mdhd[0].payload_start + (20 if version == 1 else 12)
+        out[handler] = (int(track_id[0]), int(struct.unpack_from(">I", init, offset)[0]))
+    return out
+
+
+def sample_entry(init: bytes, handler: bytes) -> bytes:
+    """The `stsd` box of the track with `handler` (its codec configuration), byte for byte."""
+    for trak in find_boxes(init, [b"moov", b"trak"]):
+        hdlr = find_boxes(init, [b"mdia", b"hdlr"], trak.payload_start, trak.end)
+        if hdlr and init[hdlr[0].payload_start + 8 : hdlr[0].payload_start + 12] == handler:
+            stsd = find_boxes(
+                init, [b"mdia", b"minf", b"stbl", b"stsd"], trak.payload_start, trak.end
+            )
+            if stsd:
+                return bytes(init[stsd[0].start : stsd[0].end])
+    raise BoxError(f"init segment has no {handler.decode()} track")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .audio import SAMPLE_RATE, AudioClip, sample_at
 from .errors import GenerationCancelled, GenerationFailed, PipelineError
 from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest, resolve
 
@@ -72,6 +73,7 @@ class Segment:
     total_segments: int | None
     is_final: bool
     generate_seconds: float
+    audio: AudioClip | None = field(default=None, repr=False)  # its span, at SAMPLE_RATE
 
     @property
     def num_frames(self) -> int:
@@ -97,11 +99,28 @@ class BatchStepCallback(Protocol):
 @dataclass(frozen=True)
 class WindowTask:
     """One window to denoise: window `index` of `request`, starting from the `given` frames
-    ((G, H, W, 3) uint8; G may be 0)."""
+    ((G, H, W, 3) uint8; G may be 0). Its first frame is frame `start_frame` of the output
+    (negative for frames of a video being extended); `audio` is the request's audio over
+    the window's span (None without), for backends that condition on it."""
 
     request: ResolvedRequest
     index: int
     given: np.ndarray = field(repr=False)
+    start_frame: int = 0
+    audio: AudioClip | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GeneratedWindow:
+    """What an audio-video backend makes of a window: its frames and the audio over the
+    window's span (any sample rate)."""
+
+    frames: np.ndarray = field(repr=False)
+    audio: AudioClip = field(repr=False)
+
+
+Window = np.ndarray | GeneratedWindow
+"""A backend's window: (T, H, W, 3) uint8 frames, or frames with audio."""
 
 
 class SegmentCursor:
@@ -132,18 +151,31 @@ class SegmentCursor:
         """Seconds of video the segments so far hold."""
         return self.emitted / self.request.fps
 
+    @property
+    def _skip(self) -> int:
+        """Given frames at the window's start that are not emitted again."""
+        first = self.index == 0 and self.request.first_emits_given
+        return 0 if first else len(self._given)
+
     def next_task(self) -> WindowTask:
         """The window to generate next."""
-        return WindowTask(self.request, self.index, self._given)
+        request = self.request
+        start = self.emitted - self._skip
+        audio = None
+        if request.audio is not None:
+            fps = request.fps
+            end = start + request.segment_frames
+            audio = request.audio.span(sample_at(start, fps), sample_at(end, fps))
+        return WindowTask(request, self.index, self._given, start, audio)
 
-    def advance(self, window: np.ndarray, generate_seconds: float) -> Segment:
+    def advance(self, window: Window, generate_seconds: float) -> Segment:
         """The segment that `window` (the output of `next_task()`'s window) adds; moves on
         to the next window. `generate_seconds` is the wall time it took."""
-        request, index, given = self.request, self.index, self._given
-        window = np.ascontiguousarray(window, dtype=np.uint8)
-        window[: len(given)] = given
-        skip = 0 if (index == 0 and request.first_emits_given) else len(given)
-        new = window[skip:]
+        request, index, given, skip = self.request, self.index, self._given, self._skip
+        made = window.frames if isinstance(window, GeneratedWindow) else window
+        frames = np.ascontiguousarray(made, dtype=np.uint8)
+        frames[: len(given)] = given
+        new = frames[skip:]
         if request.total_frames is not None:
             new = new[: request.total_frames - self.emitted]
         total_segments = request.total_segments
@@ -155,12 +187,26 @@ class SegmentCursor:
             total_segments=total_segments,
             is_final=total_segments is not None and index == total_segments - 1,
             generate_seconds=generate_seconds,
+            audio=self._segment_audio(window, skip, len(new)),
         )
         self.emitted += len(new)
         overlap = request.overlap_frames
-        self._given = window[len(window) - overlap :] if overlap else window[:0]
+        self._given = frames[len(frames) - overlap :] if overlap else frames[:0]
         self.index += 1
         return segment
+
+    def _segment_audio(self, window: Window, skip: int, count: int) -> AudioClip | None:
+        """The audio of the `count` new frames: the window's own (an audio-video backend),
+        else the request's (passed through), at SAMPLE_RATE, sample-exact."""
+        fps = self.request.fps
+        start, end = sample_at(self.emitted, fps), sample_at(self.emitted + count, fps)
+        if isinstance(window, GeneratedWindow):
+            window_start = sample_at(self.emitted - skip, fps)
+            audio = window.audio.resampled(SAMPLE_RATE)
+            return audio.span(start - window_start, end - window_start)
+        if self.request.audio is not None:
+            return self.request.audio.span(start, end)
+        return None
 
 
 class SegmentedGenerator(ABC):
@@ -168,6 +214,9 @@ class SegmentedGenerator(ABC):
 
     name: str = "generator"
     defaults: GeneratorDefaults = GeneratorDefaults()
+    produces_audio: bool = False  # its windows come with audio (`GeneratedWindow`)
+    audio_channels: int = 1  # ...with this many channels
+    conditions_on_audio: bool = False  # it follows a request's audio (else passed through)
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -185,7 +234,17 @@ class SegmentedGenerator(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What the service reports about this model (`/v1/models`, `/health`)."""
-        return {"id": self.name, "defaults": self.defaults.__dict__}
+        return {
+            "id": self.name,
+            "defaults": self.defaults.__dict__,
+            "audio": {
+                "generates": self.produces_audio,
+                "conditions_on_request_audio": self.conditions_on_audio,
+                "request_audio": "conditions the video"
+                if self.conditions_on_audio
+                else "muxed as the audio track, not seen by the model",
+            },
+        }
 
     # 2. The backend's one job --------------------------------------------------------------
     @abstractmethod
@@ -215,7 +274,7 @@ class SegmentedGenerator(ABC):
 
     def generate_windows(
         self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
-    ) -> list[np.ndarray]:
+    ) -> Sequence[Window]:
         """Denoise several windows of equal `batch_key` (of different requests) at once.
 
         Each window must come out as `generate_window` would make it alone, up to float
@@ -223,7 +282,7 @@ class SegmentedGenerator(ABC):
         for each window after each step (it may raise `GenerationCancelled`, which stops
         the whole batch). This default denoises them one after another.
         """
-        windows = []
+        windows: list[Window] = []
         for item, task in enumerate(tasks):
 
             def on_item_step(step: int, total_steps: int, _item: int = item) -> None:
@@ -256,9 +315,7 @@ class SegmentedGenerator(ABC):
             (window,) = self.run_batch([task], on_step)
             yield cursor.advance(window, time.perf_counter() - started)
 
-    def run_batch(
-        self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
-    ) -> list[np.ndarray]:
+    def run_batch(self, tasks: Sequence[WindowTask], on_step: BatchStepCallback) -> list[Window]:
         """`generate_windows` (or `generate_window` for one task), with a backend's own
         failure (torch OOM, a bug) raised as `GenerationFailed`."""
         try:
@@ -269,7 +326,7 @@ class SegmentedGenerator(ABC):
                     on_step(0, step, total_steps)
 
                 return [self.generate_window(task.request, task.index, task.given, on_only_step)]
-            return self.generate_windows(tasks, on_step)
+            return list(self.generate_windows(tasks, on_step))
         except PipelineError:
             raise
         except Exception as exc:  # one error type for callers

@@ -16,6 +16,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
+from .audio import LOOKAHEAD, SAMPLE_RATE, AudioClip
 from .encoder import EncodedFragment, EncoderOptions, FragmentedMP4Encoder
 from .generator import CancelToken, ProgressCallback, Segment, SegmentedGenerator
 from .request import GenerationRequest, ResolvedRequest
@@ -53,8 +56,16 @@ class SegmentPipeline:
         resolved = (
             request if isinstance(request, ResolvedRequest) else self.generator.resolve(request)
         )
-        encoder = FragmentedMP4Encoder(resolved.width, resolved.height, resolved.fps, self.options)
-        return PipelineJob(self.generator, resolved, encoder)
+        generator = self.generator
+        channels: int | None = None  # an audio track when the model or the request has audio
+        if generator.produces_audio:
+            channels = generator.audio_channels
+        elif resolved.audio is not None:
+            channels = resolved.audio.channels
+        encoder = FragmentedMP4Encoder(
+            resolved.width, resolved.height, resolved.fps, self.options, audio_channels=channels
+        )
+        return PipelineJob(generator, resolved, encoder)
 
 
 class PipelineJob:
@@ -140,7 +151,24 @@ class PipelineJob:
             self._executor = None
 
     def _encode_only(self, segment: Segment, on_segment: Callable[[EncodedSegment], None]) -> None:
-        encoded = self.encoder.encode(segment.index, segment.frames, segment.start_frame)
+        encoder = self.encoder
+        if encoder.audio is None:
+            encoded = encoder.encode(segment.index, segment.frames, segment.start_frame)
+        else:
+            start = encoder.sample_of(segment.start_frame)
+            end = encoder.sample_of(segment.start_frame + segment.num_frames)
+            audio = segment.audio
+            if audio is None:  # an audio-video backend's window came without: silence
+                audio = AudioClip(np.zeros((encoder.audio.channels, end - start), np.float32),
+                                  SAMPLE_RATE)  # fmt: skip
+            # A request's own audio is known past the segment: the encoder can put out
+            # every AAC frame that starts in it.
+            known = self.request.audio if not self.generator.produces_audio else None
+            ahead = None if known is None else known.span(end, end + LOOKAHEAD)
+            encoded = encoder.encode(
+                segment.index, segment.frames, segment.start_frame, audio,
+                audio_ahead=ahead, last=segment.is_final,
+            )  # fmt: skip
         on_segment(EncodedSegment(segment, encoded))
 
     def _encode(self, segment: Segment, on_segment: Callable[[EncodedSegment], None]) -> None:

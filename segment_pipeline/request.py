@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import SAMPLE_RATE, AudioClip
 from .errors import InvalidRequest
 
 
@@ -68,6 +69,8 @@ class GenerationRequest:
     overlap_frames: int | None = None
     reference_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     extend_video: np.ndarray | None = field(default=None, repr=False, compare=False)
+    audio: AudioClip | None = field(default=None, repr=False, compare=False)
+    audio_scale: float | None = None  # how strongly an audio-driven backend follows it
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class ResolvedRequest:
     overlap_frames: int
     reference_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     extend_video: np.ndarray | None = field(default=None, repr=False, compare=False)
+    audio: AudioClip | None = field(default=None, repr=False, compare=False)  # at SAMPLE_RATE
+    audio_scale: float = 1.0
 
     @property
     def seconds(self) -> float | None:
@@ -193,7 +198,20 @@ def resolve(
     if fps > limits.max_fps:
         raise InvalidRequest(f"fps {fps} is over the cap of {limits.max_fps}", param="fps")
 
-    total_frames = _total_frames(request, defaults, fps, limits)
+    audio = request.audio
+    if audio is not None:
+        if not isinstance(audio, AudioClip) or audio.channels not in (1, 2):
+            raise InvalidRequest("audio must be a mono or stereo clip", param="audio")
+        audio = audio.resampled(SAMPLE_RATE)
+    audio_scale = 1.0 if request.audio_scale is None else request.audio_scale
+    if isinstance(audio_scale, bool) or not isinstance(audio_scale, int | float):
+        raise InvalidRequest(
+            f"audio_scale must be a number, got {audio_scale!r}", param="audio_scale"
+        )
+    if not math.isfinite(audio_scale) or audio_scale < 0:
+        raise InvalidRequest(f"audio_scale must be >= 0, got {audio_scale}", param="audio_scale")
+
+    total_frames = _total_frames(request, defaults, fps, limits, audio)
     steps = _positive_int(
         request.num_inference_steps
         if request.num_inference_steps is not None
@@ -265,11 +283,17 @@ def resolve(
         overlap_frames=overlap,
         reference_image=reference,
         extend_video=extend,
+        audio=audio,
+        audio_scale=float(audio_scale),
     )
 
 
 def _total_frames(
-    request: GenerationRequest, defaults: GeneratorDefaults, fps: float, limits: Limits
+    request: GenerationRequest,
+    defaults: GeneratorDefaults,
+    fps: float,
+    limits: Limits,
+    audio: AudioClip | None,
 ) -> int | None:
     given = [
         name
@@ -287,6 +311,14 @@ def _total_frames(
         raise InvalidRequest("give either seconds or num_frames, not both", param="num_frames")
     if request.num_frames is not None:
         frames = _positive_int(request.num_frames, "num_frames")
+    elif request.seconds is None and audio is not None:
+        frames = max(1, round(audio.seconds * fps))  # the video lasts as long as its audio
+        if frames > limits.max_frames:
+            raise InvalidRequest(
+                f"audio lasts {audio.seconds:.1f} s, {frames} frames at {fps:g} fps: over the "
+                f"cap of {limits.max_frames} frames (give seconds to use only its start)",
+                param="audio",
+            )
     else:
         seconds = _positive_float(
             request.seconds if request.seconds is not None else defaults.seconds, "seconds"

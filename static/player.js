@@ -30,6 +30,16 @@ export function requestFromForm(form) {
   return request;
 }
 
+/** A file's bytes as a `data:` URL (base64). */
+function fileAsDataURL(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result));
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
 /** One block per segment: pending, generating (filled by step), received (with its times). */
 class Timeline {
   constructor(el) {
@@ -99,7 +109,7 @@ class PlayerPage {
     this.downloadUrl = null;
     this.form.addEventListener("submit", (e) => {
       e.preventDefault();
-      this.generate();
+      this.generate().catch((err) => this.showError({ code: "player", message: err.message, param: "audio" }));
     });
     this.form.elements.unbounded.addEventListener("change", (e) => (this.form.elements.seconds.disabled = e.target.checked));
     $("attach-form").addEventListener("submit", (e) => {
@@ -160,11 +170,16 @@ class PlayerPage {
     };
   }
 
-  generate() {
+  async generate() {
     const request = requestFromForm(this.form);
     if (!request.prompt) {
       this.showError({ code: "invalid_request", message: "write a prompt first", param: "prompt" });
       return;
+    }
+    const audio = this.form.elements.audio?.files?.[0];
+    if (audio) {
+      request.audio = await fileAsDataURL(audio); // sent base64; the server reads its header
+      this.video.muted = false; // the click on Generate lets the page play sound
     }
     this.reset();
     history.replaceState(null, "", location.pathname);

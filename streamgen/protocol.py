@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from segment_pipeline import GenerationRequest
+from segment_pipeline import GenerationRequest, read_audio
 
 from .errors import InvalidParameter, MalformedRequest
 
@@ -57,10 +57,24 @@ class GenerationParams(_Model):
         None, description="Frames each segment is conditioned on from the one before."
     )
     reference_image: str | None = Field(
-        None, description="Image (base64 or data URL) that becomes frame 0.", repr=False
+        None,
+        validation_alias=AliasChoices("reference_image", "image_base64"),
+        description="Image (base64 or data URL) that becomes frame 0 (alias: image_base64).",
+        repr=False,
     )
     extend_video: str | None = Field(
         None, description="Video (base64 or data URL) whose end the output continues.", repr=False
+    )
+    audio: str | None = Field(
+        None,
+        validation_alias=AliasChoices("audio", "audio_base64"),
+        description="Audio (base64 or data URL of a WAV, MP3, AAC, FLAC, Ogg or M4A file): "
+        "the video's audio track; the video lasts as long as it unless seconds or num_frames "
+        "is given (alias: audio_base64).",
+        repr=False,
+    )
+    audio_scale: float | None = Field(
+        None, ge=0, description="How strongly a model that follows audio follows it (1)."
     )
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first; FIFO within.")
 
@@ -255,6 +269,10 @@ def to_generation_request(params: GenerationParams) -> GenerationRequest:
         extend_video=(
             decode_video(params.extend_video) if params.extend_video is not None else None
         ),
+        audio=read_audio(decode_base64(params.audio, "audio"), "audio")
+        if params.audio is not None
+        else None,
+        audio_scale=params.audio_scale,
     )
 
 

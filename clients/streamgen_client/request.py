@@ -2,8 +2,8 @@
 
 Field names are the server's (``POST /generate-stream`` and the WebSocket generate message
 take the same body). ``None`` leaves a field out, so the server's model defaults apply.
-`reference_image` is an image file's bytes (PNG, JPEG, …) and `extend_video` a video file's
-bytes; both are sent base64.
+`reference_image` is an image file's bytes (PNG, JPEG, …), `extend_video` a video file's
+bytes and `audio` an audio file's bytes (WAV, MP3, AAC, FLAC, …); all are sent base64.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class GenerateRequest:
     overlap_frames: int | None = None  # frames each window is conditioned on
     reference_image: bytes | None = field(default=None, repr=False)  # image file bytes
     extend_video: bytes | None = field(default=None, repr=False)  # video file bytes
+    audio: bytes | None = field(default=None, repr=False)  # audio file bytes: the sound track
+    audio_scale: float | None = None  # how strongly a model that follows audio follows it
     extra: Mapping[str, Any] = field(default_factory=dict)  # further server fields, as given
 
     def to_json(self) -> dict[str, Any]:
@@ -51,6 +53,7 @@ class GenerateRequest:
             "guidance_scale",
             "segment_frames",
             "overlap_frames",
+            "audio_scale",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -61,6 +64,8 @@ class GenerateRequest:
             body["reference_image"] = base64.b64encode(self.reference_image).decode("ascii")
         if self.extend_video is not None:
             body["extend_video"] = base64.b64encode(self.extend_video).decode("ascii")
+        if self.audio is not None:
+            body["audio"] = base64.b64encode(self.audio).decode("ascii")
         body.update(self.extra)
         return body
 

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-image", type=Path, help="image file that becomes frame 0")
     p.add_argument("--extend-video", type=Path, help="video file whose end the output continues")
     p.add_argument(
+        "--audio", type=Path, help="audio file (WAV, MP3, AAC, FLAC…): the video's sound track"
+    )
+    p.add_argument(
+        "--audio-scale", type=float, help="how strongly a model that follows audio follows it"
+    )
+    p.add_argument(
         "--output-dir",
         type=Path,
         help="where to save init.mp4, fragment_NNNN.m4s and segment_NNNN.mp4 "
@@ -139,6 +145,8 @@ def _request(args: argparse.Namespace) -> GenerateRequest | None:
         overlap_frames=args.overlap_frames,
         reference_image=read_file(args.reference_image) if args.reference_image else None,
         extend_video=read_file(args.extend_video) if args.extend_video else None,
+        audio=read_file(args.audio) if args.audio else None,
+        audio_scale=args.audio_scale,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from segment_pipeline import ResolvedRequest
+from segment_pipeline import AudioClip, ResolvedRequest
 
 from ..errors import Conflict, GenerationFailed, InvalidParameter, ServiceError, ServiceUnavailable
 from ..events import CompletePayload, ErrorPayload, Terminal, from_data, to_data
@@ -125,25 +125,31 @@ _REQUEST_FIELDS = (
     "prompt", "negative_prompt", "seed", "width", "height", "fps", "total_frames",
     "num_inference_steps", "guidance_scale", "segment_frames", "overlap_frames",
 )  # fmt: skip
+_LATER_FIELDS = {"audio_scale": 1.0}  # fields added since the first release, with defaults
 _ARRAY_FIELDS = ("reference_image", "extend_video")
 
 
 def pack_request(request: ResolvedRequest, *, arrays: bool = True) -> bytes:
     """msgpack of a resolved request (its arrays too, unless `arrays` is False)."""
-    fields = {name: _plain(getattr(request, name)) for name in _REQUEST_FIELDS}
+    fields = {name: _plain(getattr(request, name)) for name in (*_REQUEST_FIELDS, *_LATER_FIELDS)}
     if arrays:
         fields["inputs"] = pack_arrays(request)
     return pack(fields)
 
 
 def pack_arrays(request: ResolvedRequest) -> bytes:
-    """msgpack of the request's pixel inputs (uint8 arrays with their shapes)."""
+    """msgpack of the request's inputs: pixels (uint8 arrays with their shapes) and audio
+    (float32 samples with their shape and rate)."""
     out: dict[str, Any] = {}
     for name in _ARRAY_FIELDS:
         array = getattr(request, name)
         if array is not None:
             array = np.ascontiguousarray(array, dtype=np.uint8)
             out[name] = {"shape": list(array.shape), "data": array.tobytes()}
+    if request.audio is not None:
+        samples = np.ascontiguousarray(request.audio.samples, dtype=np.float32)
+        out["audio"] = {"shape": list(samples.shape), "data": samples.tobytes(),
+                        "rate": request.audio.sample_rate}  # fmt: skip
     return pack(out)
 
 
@@ -154,9 +160,14 @@ def unpack_request(packed: bytes, inputs: bytes = b"") -> ResolvedRequest:
     if inputs:
         arrays = inputs
     values: dict[str, Any] = {name: fields[name] for name in _REQUEST_FIELDS}
+    values.update({name: fields.get(name, default) for name, default in _LATER_FIELDS.items()})
     if arrays:
         for name, item in msgpack.unpackb(arrays, raw=False).items():
-            values[name] = np.frombuffer(item["data"], dtype=np.uint8).reshape(item["shape"])
+            if name == "audio":
+                samples = np.frombuffer(item["data"], dtype=np.float32).reshape(item["shape"])
+                values[name] = AudioClip(samples, int(item["rate"]))
+            else:
+                values[name] = np.frombuffer(item["data"], dtype=np.uint8).reshape(item["shape"])
     return ResolvedRequest(**values)
 
 

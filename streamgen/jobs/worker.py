@@ -32,8 +32,6 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 from segment_pipeline import (
     GenerationCancelled,
     GenerationRequest,
@@ -41,6 +39,7 @@ from segment_pipeline import (
     ResolvedRequest,
     SegmentCursor,
     SegmentPipeline,
+    Window,
     WindowTask,
 )
 
@@ -332,7 +331,7 @@ class Worker:
             active.generating = True
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        windows: list[np.ndarray] | None = None
+        windows: list[Window] | None = None
         error: ServiceError | None = None
         try:
             windows = await loop.run_in_executor(self._device, self._generate, batch, tasks)
@@ -354,7 +353,7 @@ class Worker:
             if self._refused_blind:  # refused before anything was measured: look again
                 self._live_refused = self._refused_blind = False
                 self._claim_wake.set()
-        made: list[np.ndarray | None] = list(windows) if windows else [None] * len(batch)
+        made: list[Window | None] = list(windows) if windows else [None] * len(batch)
         for active, window in zip(batch, made, strict=True):
             if active.ending:
                 continue  # cancelled while its window was made: the window is dropped
@@ -393,7 +392,7 @@ class Worker:
         if record:
             self.cost.observe(work_key(requests[0]), size, time.perf_counter() - started)
 
-    def _generate(self, batch: list[ActiveJob], tasks: list[WindowTask]) -> list[np.ndarray]:
+    def _generate(self, batch: list[ActiveJob], tasks: list[WindowTask]) -> list[Window]:
         """Runs on the device thread: one batch, progress posted per job."""
 
         def on_step(item: int, step: int, total_steps: int) -> None:
@@ -406,7 +405,7 @@ class Worker:
 
         return self.pipeline.generator.run_batch(tasks, on_step)
 
-    def _advance(self, active: ActiveJob, window: np.ndarray, seconds: float) -> None:
+    def _advance(self, active: ActiveJob, window: Window, seconds: float) -> None:
         segment = active.cursor.advance(window, seconds)
         active.encode(segment, self._changed)
         active.job.realtime_factor = active.realtime_factor()

@@ -262,3 +262,28 @@ def test_attaching_to_an_unknown_job_says_so(page: Any, server_url: str) -> None
     failed = wait_for(page, "s.state === 'error'")
     assert "job_not_found" in failed["error"]
     assert "job_doesnotexist" in failed["error"]
+
+
+def test_a_job_with_an_audio_file_plays_with_its_sound(
+    page: Any, server_url: str, tmp_path: Path
+) -> None:
+    from tests.segment_pipeline.test_audio import clicks, wav_bytes
+
+    sound = tmp_path / "clicks.wav"
+    sound.write_bytes(wav_bytes(clicks(8, 16000), 16000))
+    page.goto(f"{server_url}/")
+    page.set_input_files("input[name=audio]", str(sound))
+    fill_and_start(page, "websocket", seed=21)
+    during = wait_playing_while_generating(page)
+    assert page.evaluate("document.getElementById('video').muted") is False
+    # The browser decodes the audio track as it plays (Chromium's decoded-bytes counter).
+    page.wait_for_function(
+        "document.getElementById('video').webkitAudioDecodedByteCount > 0",
+        timeout=WAIT_MS, polling=50,
+    )  # fmt: skip
+    done = wait_for(page, "s.state === 'complete' && s.download !== null")
+    assert done["jobId"] == during["jobId"]
+    mp4 = download(page)
+    with av.open(io.BytesIO(mp4)) as container:
+        assert sorted(s.type for s in container.streams) == ["audio", "video"]
+    assert page.console_errors == []
