@@ -57,6 +57,12 @@ class CancelEvent(threading.Event):
         if already:
             callback()
 
+    def forget(self, callback: Callable[[], None]) -> None:
+        """No longer call `callback` (and no longer hold on to what it holds)."""
+        with self._callbacks_lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -191,9 +197,14 @@ class SegmentCursor:
         )
         self.emitted += len(new)
         overlap = request.overlap_frames
-        self._given = frames[len(frames) - overlap :] if overlap else frames[:0]
+        # A copy: a view would keep the whole window alive.
+        self._given = frames[len(frames) - overlap :].copy() if overlap else frames[:0].copy()
         self.index += 1
         return segment
+
+    def release(self) -> None:
+        """Drop the frames kept for the next window (the loop is over)."""
+        self._given = self._given[:0].copy()
 
     def _segment_audio(self, window: Window, skip: int, count: int) -> AudioClip | None:
         """The audio of the `count` new frames: the window's own (an audio-video backend),

@@ -253,7 +253,8 @@ def part_windows(model, args, results, settings_only=False):
     specs = make_specs(args.prompts, args.seed)
     report = {}
     conditions = [("held-out", True)] + ([] if settings_only else [("train", False)])
-    variants = [("first", 0)] + ([] if settings_only else [("continued", OVERLAP)])
+    variants = [("first", 0)] + ([] if settings_only or args.first_only
+                                 else [("continued", OVERLAP)])
     settings = [(8, 1.0)] if not settings_only else [(8, 3.0), (20, 1.0)]
     for (tname, held_out), (kind, n_given), (steps, guidance) in (
         (c, v, s) for c in conditions for v in variants for s in settings
@@ -602,6 +603,46 @@ def part_oracle(model, args, results):
         print(f"- {k}: {v:.4f}")
 
 
+def part_meanvideo(model, args, results):
+    """The first step's prediction (t=999: pure-noise input, so ideally E[window | prompt]),
+    averaged over seeds, against the true mean window of the world for that prompt: where
+    along the prompted axis is the object's mass, in frame 0 and frame 11 (thirds, from the
+    side it should start on)."""
+    rng = np.random.default_rng([args.seed, 13])
+    n = 24
+    rep = {}
+    print("\n### t=999 prediction (mean of 24 seeds) vs the world's mean window: object mass in "
+          "thirds along the heading [start third, middle, far third]")
+    print("| prompt | model frame 0 | model frame 11 | world frame 0 | world frame 11 |")
+    print("|---|---|---|---|---|")
+    for d in ("left", "right", "up", "down"):
+        spec = SceneSpec("circle", "red", "black", d)
+        prompt = f"on a black background, a red circle moving {d}"
+        _, x0s = denoise(model, [prompt] * n, list(range(n)), 0,
+                         [np.zeros((0, 128, 128, 3), np.uint8)] * n, keep_x0=True)  # fmt: skip
+        mean_model = x0s[0].view(n, FRAMES, 3, 32, 32).mean(0)[:, 0]  # red plane
+        clips = np.stack([make_clip(spec, rng, FRAMES, WORLD).frames for _ in range(200)])
+        px = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+        mean_world = model.to_low(px).view(200, FRAMES, 3, 32, 32).mean(0)[:, 0]
+        h = HEADINGS[d]
+
+        def thirds(a: torch.Tensor, f: int) -> list[float]:
+            m = (a[f] + 1) / 2  # black background -> 0
+            prof = m.sum(0) if h[0] else m.sum(1)  # along x or along y
+            prof = (prof / prof.sum()).numpy()
+            parts = [prof[:11].sum(), prof[11:21].sum(), prof[21:].sum()]
+            if (h[0] or h[1]) < 0:  # order from the side it should start on
+                parts = parts[::-1]
+            return [round(float(v), 2) for v in parts]
+
+        row = {"model": [thirds(mean_model, 0), thirds(mean_model, 11)],
+               "world": [thirds(mean_world, 0), thirds(mean_world, 11)]}  # fmt: skip
+        rep[d] = row
+        print(f"| {prompt} | {row['model'][0]} | {row['model'][1]} | {row['world'][0]} | "
+              f"{row['world'][1]} |")
+    results["meanvideo"] = rep
+
+
 def check_mirror(gen: EmbeddedGenerator) -> float:
     """Max pixel difference between `denoise` and the backend for one first window."""
     req = gen.resolve(GenerationRequest("a red circle moving left", seed=7, seconds=1.5))
@@ -615,17 +656,22 @@ def check_mirror(gen: EmbeddedGenerator) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--parts", default="recipe,windows,swap,settings,loss,oracle,sdedit")
+    parser.add_argument("--parts", default="recipe,windows,swap,settings,loss,oracle,sdedit,meanvideo")
     parser.add_argument("--prompts", type=int, default=2, help="prompts per direction")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per prompt")
     parser.add_argument("--swap-seeds", type=int, default=8)
     parser.add_argument("--loss-clips", type=int, default=8, help="clips per direction")
     parser.add_argument("--seed", type=int, default=4321)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--first-only", action="store_true", help="windows: skip continued")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    gen = EmbeddedGenerator(args.model)
+    gen = EmbeddedGenerator()
+    if args.model is not None:  # a probe's model may carry coordinate planes
+        from first_window_probe import load_probe
+
+        gen.model, gen.model_path = load_probe(args.model), args.model
     model = gen.model.eval()
     results: dict = {"model": str(gen.model_path), "args": {k: str(v) for k, v in vars(args).items()}}
     results["mirror_max_pixel_diff"] = check_mirror(gen)
@@ -635,7 +681,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, fn in (("recipe", part_recipe), ("windows", part_windows), ("swap", part_swap),
                      ("settings", lambda m, a, r: part_windows(m, a, r, settings_only=True)),
                      ("loss", part_loss), ("oracle", part_oracle),
-                     ("sdedit", part_sdedit)):  # fmt: skip
+                     ("sdedit", part_sdedit), ("meanvideo", part_meanvideo)):  # fmt: skip
         if name in parts:
             started = time.perf_counter()
             fn(model, args, results)

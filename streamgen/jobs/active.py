@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -59,12 +60,14 @@ class ActiveJob:
         self.started = time.monotonic()
         self.skip = 0  # segments an earlier attempt published
         self.generating = False  # its next window is in the batch being denoised
+        self.last_window = time.monotonic()  # when a window of it last went into a batch
         self.ending = False  # its end is decided; nothing more is generated
         self._loop = asyncio.get_running_loop()
         self._outbox: asyncio.Queue[Payload | End] = asyncio.Queue()
         self._publisher = asyncio.create_task(self._publish_all(), name=f"publish-{job.id}")
         self._video: BinaryIO | None = None
-        self._encodes: list[Future[None]] = []
+        self._encode_error: ServiceError | None = None  # set on the encoder thread, once
+        self.on_cancel: Callable[[], None] | None = None  # its CancelEvent callback
 
     @property
     def pipeline_job(self) -> PipelineJob:
@@ -73,17 +76,27 @@ class ActiveJob:
 
     # Where it stands ------------------------------------------------------------------------
     def ready(self, max_encoding: int) -> bool:
-        """Whether its next window can be generated now (its encoder not too far behind)."""
+        """Whether its next window can be generated now (taken over and opened, its encoder
+        not too far behind)."""
         return (
             not self.ending
             and not self.generating
+            and self.job.pipeline_job is not None  # a Redis job is opened by `adopt`
             and not self.cursor.done
             and not self.job.cancel.is_set()
             and self.pipeline_job.encoding < max_encoding
         )
 
+    @property
+    def catching_up(self) -> bool:
+        """A retried job regenerating segments an earlier attempt already published."""
+        return self.cursor.index < self.skip
+
     def deadline(self, startup_buffer_s: float) -> float:
-        """When its viewer's buffer runs out, were the viewer to play from its start."""
+        """When its viewer's buffer runs out, were the viewer to play from its start (a
+        job catching up is due at once: its viewer waits for what comes after)."""
+        if self.catching_up:
+            return -math.inf
         return self.started + self.cursor.seconds_emitted - startup_buffer_s
 
     def realtime_factor(self) -> float | None:
@@ -93,14 +106,8 @@ class ActiveJob:
         return self.cursor.seconds_emitted / max(1e-6, time.monotonic() - self.started)
 
     def encode_error(self) -> ServiceError | None:
-        """The error of a failed encode, if one failed."""
-        for future in self._encodes:
-            if future.done() and future.exception() is not None:
-                exc = future.exception()
-                if isinstance(exc, PipelineError):
-                    return from_pipeline_error(exc)
-                return GenerationFailed(f"encoding failed: {type(exc).__name__}: {exc}")
-        return None
+        """The error of the first encode that failed, if one did."""
+        return self._encode_error
 
     # Taking it over (shared stores) --------------------------------------------------------
     async def adopt(self, pipeline: SegmentPipeline) -> None:
@@ -154,34 +161,57 @@ class ActiveJob:
 
     def encode(self, segment: Segment, done: Callable[[], None]) -> None:
         """Encode `segment` on the job's encoder thread, then write and publish it; `done`
-        is called on the loop once it is."""
+        is called on the loop once it is. After a failed encode nothing more is published
+        (the log has no gap): the worker ends the job with the error."""
 
         def on_encoded(encoded: EncodedSegment) -> None:
+            if self._encode_error is not None:
+                return
             if self._video is not None:
                 self._video.write(encoded.fragment)
                 self._video.flush()
             if encoded.index >= self.skip:
                 self.post(segment_payload(encoded))
 
-        future = self.pipeline_job.encode(segment, on_encoded)
-        future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(done))
-        self._encodes.append(future)
+        def on_done(future: Future[None]) -> None:  # on the encoder thread, before the next
+            exc = future.exception()
+            if exc is not None and self._encode_error is None:
+                self._encode_error = (
+                    from_pipeline_error(exc)
+                    if isinstance(exc, PipelineError)
+                    else GenerationFailed(f"encoding failed: {type(exc).__name__}: {exc}")
+                )
+            self._loop.call_soon_threadsafe(done)
+
+        self.pipeline_job.encode(segment, on_encoded).add_done_callback(on_done)
 
     async def wind_up(self, status: JobStatus, error: ServiceError | None) -> None:
         """End the job: its segments already generated are encoded and published first,
         then its terminal event (or, handed back, nothing). Returns once published."""
-        if self.job.pipeline_job is not None:
-            await asyncio.to_thread(self.pipeline_job.close)
-        if status == "completed":
+        try:
+            if self.job.pipeline_job is not None:
+                await asyncio.to_thread(self.pipeline_job.close)
             failed = self.encode_error()
-            if failed is not None:
+            if failed is not None and status != "failed":
                 status, error = "failed", failed
-        if self._video is not None:
-            self._video.close()
-            self._video = None
-        # After every payload the threads posted (call_soon_threadsafe keeps their order).
-        self._outbox.put_nowait((status, error))
+            if self._video is not None:
+                video, self._video = self._video, None
+                video.close()
+        except Exception as exc:  # the end must be published whatever went wrong here
+            log.exception("job %s: winding up failed", self.job.id)
+            status, error = "failed", GenerationFailed(f"winding up failed: {exc}")
+        finally:
+            # After every payload the threads posted (call_soon_threadsafe keeps order).
+            self._outbox.put_nowait((status, error))
         await self._publisher
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of what a finished job no longer needs (kept with the job record)."""
+        if self.on_cancel is not None:
+            self.job.cancel.forget(self.on_cancel)
+            self.on_cancel = None
+        self.cursor.release()
 
     def cancelled_outcome(self) -> End:
         """How a cancelled job ends: a cancel is ``cancelled``; losing the broker or the job

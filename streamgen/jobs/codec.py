@@ -118,6 +118,7 @@ def job_from_claim(fields: dict[str, Any]) -> Job:
     job.segments_done = int(fields.get("segments_done") or 0)
     job.frames_done = int(fields.get("frames_done") or 0)
     job.next_seq = int(fields.get("last_seq") or 0) + 1
+    job.estimated_start_at = number(fields.get("estimated_start_at"))
     return job
 
 

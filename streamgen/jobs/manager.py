@@ -200,12 +200,13 @@ class JobManager:
             await publish_terminal(self.broker, self.store, job, terminal)
 
     def acquire(self, job: Job) -> None:
-        """One more subscriber holds `job` (request-scoped jobs only run while one does)."""
+        """One more subscriber holds `job` (request-scoped jobs only run while one does;
+        any job is "watched" while one does, which its worker's scheduler sees)."""
         job.leases += 1
         if job.orphan_timer is not None:
             job.orphan_timer.cancel()
             job.orphan_timer = None
-        if job.leases == 1 and job.request_scoped and not job.finished:
+        if job.leases == 1 and not job.finished:
             self.store.lease_held(job)
 
     def release(self, job: Job, grace_s: float = 0.0) -> None:
@@ -213,7 +214,10 @@ class JobManager:
         with Redis) cancels it, at once or after `grace_s` seconds in which a new
         subscriber may resume it."""
         job.leases = max(0, job.leases - 1)
-        if job.leases or not job.request_scoped or job.finished:
+        if job.leases or job.finished:
+            return
+        if not job.request_scoped:
+            self.store.lease_dropped(job, 0.0)  # no longer watched from here
             return
         self.store.lease_dropped(job, grace_s)
         if grace_s > 0:

@@ -291,15 +291,17 @@ return redis.call('ZCOUNT', KEYS[1], now_ms(), '+inf')
 # KEYS: leases. ARGV: this holder. Let go, then count live holders.
 
 _GIVE_BACK_LUA = """
-local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'score')
+local h = redis.call('HMGET', KEYS[1], 'status', 'worker', 'attempt', 'score', 'cancel')
 if h[1] ~= 'running' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return 0 end
+if h[5] then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'attempt', tonumber(h[3]) - 1)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], h[4], ARGV[1])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
-# KEYS: job, active, queue. ARGV: job id, worker, attempt, channel, message.
+# KEYS: job, active, queue. ARGV: job id, worker, attempt, channel, message. Refused (0) when
+# the job is no longer this worker's, or a cancel was asked for (the worker ends it instead).
 
 _SOURCES = {
     "create": _CREATE_LUA, "enqueue": _ENQUEUE_LUA, "claim": _CLAIM_LUA,

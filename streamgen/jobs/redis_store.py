@@ -393,17 +393,22 @@ class RedisJobStore(JobStore):
             await self._restore_running(job)  # Redis lost it: put ours back, then again
         return False
 
-    async def give_back(self, job: Job) -> None:
+    async def give_back(self, job: Job) -> bool:
         """Requeue `job` where it was (its attempt not counted): another worker continues
-        its log. Fenced: nothing happens if the job is no longer this worker's."""
-        self._running.pop(job.id, None)
-        self._records.pop(job.id, None)
-        await self.redis.script(
+        its log. Fenced: nothing happens if the job is no longer this worker's, or if a
+        cancel was asked for (False: the caller ends it)."""
+        requeued = await self.redis.script(
             "give_back",
             f"give back job {job.id}",
             [self.keys.job(job.id), self.keys.active, self.keys.queue],
             [job.id, self.identity, job.attempt, self.channel, "queued"],
         )
+        if requeued:
+            self._running.pop(job.id, None)
+            self._records.pop(job.id, None)
+        else:
+            await self._check_cancel(job)  # so the caller sees why
+        return bool(requeued)
 
     async def _check_cancel(self, job: Job) -> None:
         redis = self.redis.client()

@@ -14,8 +14,10 @@ whether one more live stream fits.
   ahead of its deadline and offline work waits, which then goes first (priority, then
   least video made: fair shares, so an unbounded job cannot starve the others). The batch
   takes every other ready job with the head's batch key, live first, up to `max_batch`
-  (only other due ones when the head is already late: a joining stream's first segment is
-  not slowed by a batch of work that could wait).
+  (only other due ones when the head is a stream already late: a joining stream's first
+  segment is not slowed by a batch of work that could wait). An offline job that has waited
+  too long heads the batch whatever is due, so a stream slower than real time cannot
+  starve the rest.
 - **Admission.** A live stream is admitted when, with it, the live streams need at most
   `utilization` of this worker's time (each stream needs one segment per segment of
   video; streams of one shape are assumed batched together), and fewer than `max_live`
@@ -62,6 +64,7 @@ class Candidate:
     priority: int = 0
     video_seconds: float = 0.0  # made so far (fair shares among offline jobs)
     order: int = 0  # arrival on this worker (FIFO)
+    waited_s: float = 0.0  # since a window of it last went into a batch
 
 
 @dataclass
@@ -117,9 +120,16 @@ def _along(points: list[tuple[int, float]], size: int) -> float:
 
 
 def choose_batch(
-    ready: Sequence[Candidate], now: float, *, max_batch: int, lead_s: float
+    ready: Sequence[Candidate],
+    now: float,
+    *,
+    max_batch: int,
+    lead_s: float,
+    starving_s: float = math.inf,
 ) -> list[Candidate]:
-    """The jobs whose next windows to generate together (see the module docstring)."""
+    """The jobs whose next windows to generate together (see the module docstring). An
+    offline job that has waited `starving_s` seconds goes first whatever is due: a stream
+    slower than real time cannot hold every other job back."""
     if not ready:
         return []
     timed = [
@@ -128,13 +138,18 @@ def choose_batch(
     ]
     offline = sorted((c for c in ready if c.tier == "offline"), key=_by_share)
     urgent = [c for c in timed if c.deadline - now <= lead_s]
-    head = urgent[0] if urgent else (offline[0] if offline else timed[0])
+    starving = [c for c in offline if c.waited_s >= starving_s]
+    if starving:
+        head = max(starving, key=lambda c: c.waited_s)
+    else:
+        head = urgent[0] if urgent else (offline[0] if offline else timed[0])
     batch = [head]
     if head.batch_key is None:
         return batch
-    # A head already late (a stream waiting for its first segment) takes only others that
-    # are due too: a bigger batch would make it later still.
-    company = urgent if head.deadline < now else [*timed, *offline]
+    # A stream already late (one waiting for its first segment) takes only others that are
+    # due too: a bigger batch would make it later still.
+    late = head.tier != "offline" and head.deadline < now
+    company = urgent if late else [*timed, *offline]
     for candidate in company:
         if len(batch) >= max_batch:
             break

@@ -147,9 +147,10 @@ class JobStore(ABC):
         return True
 
     @abstractmethod
-    async def give_back(self, job: Job) -> None:
+    async def give_back(self, job: Job) -> bool:
         """Put a job this worker took back in the queue where it was, unfinished (its
-        attempt not counted): at shutdown, or when it does not fit after all."""
+        attempt not counted): at shutdown, or when it does not fit after all. False when it
+        cannot go back (it is no longer this worker's, or a cancel was asked for)."""
 
     # Load reports ---------------------------------------------------------------------------
     @abstractmethod
@@ -258,12 +259,13 @@ class MemoryJobStore(JobStore):
         self._stopping = True
         self._changed.set()  # wakes every waiting claim
 
-    async def give_back(self, job: Job) -> None:
-        if job.status != "running":
-            return
+    async def give_back(self, job: Job) -> bool:
+        if job.status != "running" or job.cancel.is_set():
+            return False
         job.status, job.started_at = "queued", None
         job.attempt -= 1
         await self.enqueue(job)
+        return True
 
     async def report_load(self, load: WorkerLoad) -> None:
         self._loads[load.worker] = load

@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 MAX_ENCODING = 2  # segments of one job waiting for its encoder before it skips a batch
 CLAIM_POLL_S = 1.0  # a waiting claim looks again this often (admission may have changed)
+REFUSAL_RETRY_S = 5.0  # after refusing a stream, look at waiting streams again this often
+STARVING_S = 10.0  # an offline job that waited this long for a window goes first
 REPORT_EVERY_S = 0.25  # load reports after batches, at most this often
 QUEUE_NOTICE_MOVE_S = 2.0  # a waiting stream hears again when its estimate moves this much
 
@@ -119,6 +121,7 @@ class Worker:
         self._run_wake = asyncio.Event()
         self._claim_wake = asyncio.Event()
         self._live_refused = False  # a live stream did not fit: take none until a change
+        self._refused_at = 0.0
         self._refused_blind = False  # ...and that was before any batch was measured
         self._stopping = False
         self._reported_at = 0.0
@@ -171,30 +174,50 @@ class Worker:
 
     # Taking jobs ------------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
+        backoff_s = CLAIM_POLL_S
         while not self._stopping:
-            self._claim_wake.clear()  # what it accepts changes: a waiting claim looks again
-            accept = self._accepts()
-            if not (accept.live or accept.offline):
-                await _wait(self._claim_wake, CLAIM_POLL_S)
-                continue
-            job = await self.store.claim(accept, CLAIM_POLL_S, interrupt=self._claim_wake)
-            if job is None:
-                continue
-            if job.live and not self._admits(job.request) and not self._stopping:
-                self._live_refused = True
-                self._refused_blind = not self.cost.known
-                await self._announce_wait(job)
-                await self.store.give_back(job)  # it waits for room, here or elsewhere
+            try:
+                await self._claim_once()
+                backoff_s = CLAIM_POLL_S
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away past its timeout: keep the worker taking jobs
+                log.exception("taking a job failed; trying again in %g s", backoff_s)
+                await asyncio.sleep(backoff_s)  # backoff, not a sync wait
+                backoff_s = min(2 * backoff_s, 30.0)
+
+    async def _claim_once(self) -> None:
+        self._claim_wake.clear()  # what it accepts changes: a waiting claim looks again
+        accept = self._accepts()
+        if not (accept.live or accept.offline):
+            await _wait(self._claim_wake, CLAIM_POLL_S)
+            return
+        job = await self.store.claim(accept, CLAIM_POLL_S, interrupt=self._claim_wake)
+        if job is None:
+            return
+        fits = not job.live or self._admits(job.request)
+        if not fits and not self._stopping and not job.cancel.is_set():
+            self._live_refused, self._refused_at = True, time.monotonic()
+            self._refused_blind = not self.cost.known
+            await self._announce_wait(job)
+            # Cancelled meanwhile: not back to the queue; it ends here, at once.
+            if not job.cancel.is_set() and await self.store.give_back(job):
                 self._tasks.spawn(self._report())
-                continue
-            await self._activate(job)
+                return
+        await self._activate(job)
 
     def _accepts(self) -> Accept:
+        """What this worker would take now. A few slots stay for live streams
+        (`max_live_streams` of `max_concurrent_jobs`, leaving offline jobs one at least),
+        so long offline jobs cannot keep every stream waiting."""
+        if self._live_refused and time.monotonic() - self._refused_at > REFUSAL_RETRY_S:
+            self._live_refused = False  # estimates move: look at waiting streams again
         room = len(self.active) < self.concurrency and not self._stopping
         live = sum(1 for a in self.active.values() if a.job.live)
+        offline_slots = max(1, self.concurrency - self.settings.max_live_streams)
         return Accept(
             live=room and not self._live_refused and live < self.settings.max_live_streams,
-            offline=room,
+            offline=room and len(self.active) - live < offline_slots,
         )
 
     def _admits(self, request: ResolvedRequest) -> bool:
@@ -256,7 +279,8 @@ class Worker:
             log.exception("job %s failed", job.id)
             self._finish(active, "failed", _unexpected(exc))
         else:
-            job.cancel.on_set(lambda: self._cancelled_from_any_thread(loop, active))
+            active.on_cancel = lambda: self._cancelled_from_any_thread(loop, active)
+            job.cancel.on_set(active.on_cancel)
         self._changed()
         self._tasks.spawn(self._report())
 
@@ -271,14 +295,23 @@ class Worker:
     # Running them -------------------------------------------------------------------------------
     async def _run_loop(self) -> None:
         while True:
-            self._run_wake.clear()
-            ready, resume_in = self._ready()
-            if ready:
-                await self._run_batch(self._choose(ready))
-            elif not self.active and self._uncalibrated:
-                await self._calibrate(self._uncalibrated.pop(0))
-            else:
-                await _wait(self._run_wake, resume_in)
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad turn stop every job on this worker
+                log.exception("the worker's run loop failed a turn")
+                await asyncio.sleep(CLAIM_POLL_S)  # backoff, not a sync wait
+
+    async def _run_once(self) -> None:
+        self._run_wake.clear()
+        ready, resume_in = self._ready()
+        if ready:
+            await self._run_batch(self._choose(ready))
+        elif not self.active and self._uncalibrated:
+            await self._calibrate(self._uncalibrated.pop(0))
+        else:
+            await _wait(self._run_wake, resume_in)
 
     def _ready(self) -> tuple[list[ActiveJob], float | None]:
         """The jobs whose next window can be made now, and (when none can) the seconds
@@ -290,11 +323,15 @@ class Worker:
         )
         ready: list[ActiveJob] = []
         resume: list[float] = []
-        for active in self.active.values():
+        for active in list(self.active.values()):
+            failed = active.encode_error()
+            if failed is not None:
+                self._finish(active, "failed", failed)  # no segment after the failed one
+                continue
             if not active.ready(MAX_ENCODING):
                 continue
             slack = active.deadline(buffer_s) - now
-            if active.job.live and slack > ahead_s:
+            if active.job.live and slack > ahead_s and not active.catching_up:
                 resume.append(slack - ahead_s)
             else:
                 ready.append(active)
@@ -314,6 +351,7 @@ class Worker:
                 priority=a.job.priority,
                 video_seconds=a.cursor.seconds_emitted,
                 order=a.order,
+                waited_s=now - a.last_window,
             )
             for a in ready
         ]
@@ -322,7 +360,10 @@ class Worker:
             now,
             max_batch=self.settings.max_batch_size,
             lead_s=self.settings.live_lead_seconds,
+            starving_s=STARVING_S,
         )
+        for candidate in batch:
+            by_id[candidate.job_id].last_window = now
         return [by_id[c.job_id] for c in batch]
 
     async def _run_batch(self, batch: list[ActiveJob]) -> None:
@@ -361,7 +402,11 @@ class Worker:
                 if error is not None:
                     self._finish(active, "failed", error)
                 continue
-            self._advance(active, window, seconds)
+            try:
+                self._advance(active, window, seconds)
+            except Exception as exc:  # a backend's window that cannot be a segment
+                log.exception("job %s: segment %d failed", active.job.id, active.cursor.index)
+                self._finish(active, "failed", _unexpected(exc))
         self._changed()
         if time.monotonic() - self._reported_at >= REPORT_EVERY_S:
             self._tasks.spawn(self._report())
@@ -481,7 +526,10 @@ class Worker:
         remaining = None if total is None else total - active.cursor.index
         group = sum(1 for a in self.active.values() if work_key(a.job.request) == work_key(request))
         batch_s = self.cost.estimate(work_key(request), min(group, self.settings.max_batch_size))
-        left_s = max(0.0, self.settings.max_unbounded_seconds - active.cursor.seconds_emitted)
+        limit_s = self.settings.max_unbounded_seconds
+        if remaining is None and limit_s <= 0:
+            return math.inf  # unbounded, with no cap
+        left_s = max(0.0, limit_s - active.cursor.seconds_emitted)
         rate = active.realtime_factor() or 1.0
         return seconds_until_done(remaining, batch_s, left_s / rate)
 

@@ -119,3 +119,18 @@ def test_time_to_finish_and_estimated_start() -> None:
     assert estimated_start([], live=True, position=0, now=10.0) is None
     back = WorkerLoad.from_dict(busy.to_dict())
     assert back == busy
+
+
+def test_offline_jobs_behind_real_time_still_share_a_batch() -> None:
+    # Offline jobs have no viewer: however far behind their own pace, they batch together.
+    ready = [candidate(f"j{i}", tier="offline", deadline=-100.0) for i in (1, 2, 3)]
+    assert ids(choose_batch(ready, now=0.0, max_batch=4, lead_s=2.0)) == ["j1", "j2", "j3"]
+
+
+def test_an_offline_job_that_waited_too_long_goes_before_a_late_stream() -> None:
+    slow_stream = candidate("j1", deadline=-5.0, batch_key="s")  # always late: below real time
+    waiting = candidate("j2", tier="offline", batch_key="o", waited_s=3.0)
+    options = {"max_batch": 4, "lead_s": 2.0, "starving_s": 10.0}
+    assert ids(choose_batch([slow_stream, waiting], 0.0, **options)) == ["j1"]  # type: ignore[arg-type]
+    starved = candidate("j2", tier="offline", batch_key="o", waited_s=11.0)
+    assert ids(choose_batch([slow_stream, starved], 0.0, **options)) == ["j2"]  # type: ignore[arg-type]

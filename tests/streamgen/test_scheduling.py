@@ -25,8 +25,9 @@ SMALL = {"prompt": "a red ball moving left", "size": "64x64", "num_steps": 2}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    """The default scheduler settings; a short cap on unbounded streams."""
-    thread = ServerThread({"max_unbounded_seconds": 30.0}).start()
+    """The default scheduler settings, but a short cap on unbounded streams and no pause
+    for a stream far ahead of its viewer (so an unbounded one keeps making segments)."""
+    thread = ServerThread({"max_unbounded_seconds": 30.0, "live_max_ahead_seconds": 600.0}).start()
     yield thread
     thread.stop()
 
@@ -171,13 +172,13 @@ def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
     # 80 steps a window: one such stream alone needs more than the whole worker, so a
     # second one waits until the first ends (whatever the machine's speed, within 3x).
     heavy = {**SMALL, "size": "128x128", "num_steps": 80, "num_frames": 20}
-    server = ServerThread({"max_queued_jobs": 1}).start()
+    server = ServerThread({"max_queued_jobs": 2}).start()
     try:
 
-        async def scenario() -> tuple[Seen, Seen, dict[str, Any], httpx.Response]:
+        async def scenario() -> tuple[Seen, Seen, Seen, dict[str, Any], httpx.Response]:
             async with httpx.AsyncClient(timeout=180) as client:
                 origin = time.perf_counter()
-                first, second = Seen(), Seen()
+                first, second, third = Seen(), Seen(), Seen()
                 url = f"{server.url}/generate-stream"
                 one = asyncio.create_task(
                     follow(client, "POST", url, first, body={**heavy, "seed": 1}, origin=origin)
@@ -194,22 +195,32 @@ def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
 
                 # Once the worker has measured a window of this shape, it can tell when.
                 waiting = await poll(estimated, timeout_s=60)
-                refused = await full_queue(client, server.url, {**heavy, "seed": 3})
-                await asyncio.gather(one, two)
-                return first, second, waiting, refused
+                three = asyncio.create_task(
+                    follow(client, "POST", url, third, body={**heavy, "seed": 3}, origin=origin)
+                )
+                await poll(lambda: _later(bool(third.of("queued"))), timeout_s=60)
+                refused = await full_queue(client, server.url, {**heavy, "seed": 4})
+                # A waiting stream cancelled ends at once, not when a worker has room.
+                await client.delete(f"{server.url}/v1/jobs/{third.job_id}")
+                await asyncio.gather(one, two, three)
+                return first, second, third, waiting, refused
 
-        first, second, waiting, refused = asyncio.run(scenario())
+        first, second, third, waiting, refused = asyncio.run(scenario())
     finally:
         server.stop()
     assert waiting["status"] == "queued" and waiting["live"] is True
     notices = second.of("queued")
-    assert all(notice["position"] == 0 for notice in notices)
-    assert notices[-1]["estimated_start_at"] == pytest.approx(waiting["estimated_start_at"])
     assert notices[-1]["estimated_wait_seconds"] > 0
+    assert any(
+        n["estimated_start_at"] == pytest.approx(waiting["estimated_start_at"]) for n in notices
+    )
+    assert third.events[-1][0] == "error" and third.of("error")[0]["code"] == "cancelled"
+    assert third.times("error")[0] < first.times("complete")[0]
+    assert not third.of("segment")
     # It started once the first ended, and then ran to the end.
     assert second.times("segment")[0] > first.times("complete")[0]
     assert second.events[-1][0] == "complete" and len(decode(second.video())) == 20
-    # The queue (one place) is full: 429 with when to come back.
+    # The queue (two places) is full: 429 with when to come back.
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
     assert int(refused.headers["Retry-After"]) >= 1
 
@@ -217,7 +228,7 @@ def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
 def test_cancelling_one_job_of_a_batch_leaves_the_others_as_they_would_be_alone(
     server: ServerThread,
 ) -> None:
-    bodies = [{**SMALL, "num_frames": 60, "seed": seed} for seed in (5, 6, 7)]
+    bodies = [{**SMALL, "num_frames": 140, "seed": seed} for seed in (5, 6, 7)]
 
     async def scenario() -> tuple[list[Seen], list[Seen]]:
         async with httpx.AsyncClient(timeout=120) as client:
@@ -262,7 +273,7 @@ def test_cancelling_one_job_of_a_batch_leaves_the_others_as_they_would_be_alone(
         assert survivor.events[-1][0] == "complete"
         frames = [f.to_ndarray(format="gray").astype(int) for f in decode(survivor.video())]
         again = [f.to_ndarray(format="gray").astype(int) for f in decode(reference.video())]
-        assert len(frames) == len(again) == 60
+        assert len(frames) == len(again) == 140
         assert np.mean([np.abs(a - b).mean() for a, b in zip(frames, again, strict=True)]) <= 1
 
 
