@@ -38,6 +38,7 @@ from segment_pipeline import (
     PipelineError,
     ResolvedRequest,
     SegmentCursor,
+    SegmentedGenerator,
     SegmentPipeline,
     Window,
     WindowTask,
@@ -129,6 +130,8 @@ class Worker:
         # batching buys (size 0: a first, unrecorded run that pays for allocations).
         calibrate = settings.calibrate_when_idle
         self._uncalibrated = list(range(settings.max_batch_size + 1)) if calibrate else []
+        if self._uncalibrated and not _batches(pipeline.generator):
+            self._uncalibrated = [0, 1]  # no batches to measure: one window is enough
         self._loops: list[asyncio.Task[None]] = []
         self._tasks = TaskSet(log, "worker")
 
@@ -207,14 +210,17 @@ class Worker:
         await self._activate(job)
 
     def _accepts(self) -> Accept:
-        """What this worker would take now. A few slots stay for live streams
-        (`max_live_streams` of `max_concurrent_jobs`, leaving offline jobs one at least),
-        so long offline jobs cannot keep every stream waiting."""
+        """What this worker would take now. `max_live_streams` of its `max_concurrent_jobs`
+        slots stay for live streams when it has more than that, so long offline jobs cannot
+        keep every stream waiting."""
         if self._live_refused and time.monotonic() - self._refused_at > REFUSAL_RETRY_S:
             self._live_refused = False  # estimates move: look at waiting streams again
         room = len(self.active) < self.concurrency and not self._stopping
         live = sum(1 for a in self.active.values() if a.job.live)
-        offline_slots = max(1, self.concurrency - self.settings.max_live_streams)
+        # Kept for streams only where that leaves offline jobs a slot (a small worker, like
+        # `--concurrency 2`, takes whatever comes).
+        spare = self.concurrency - self.settings.max_live_streams
+        offline_slots = spare if spare > 0 else self.concurrency
         return Accept(
             live=room and not self._live_refused and live < self.settings.max_live_streams,
             offline=room and len(self.active) - live < offline_slots,
@@ -428,8 +434,16 @@ class Worker:
         tasks = [SegmentCursor(request).next_task() for request in requests]
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+
+        def give_way(item: int, step: int, total_steps: int) -> None:
+            if self.active:  # a job arrived: it goes first; measure later
+                raise GenerationCancelled()
+
         try:
-            await loop.run_in_executor(self._device, generator.run_batch, tasks, _no_steps)
+            await loop.run_in_executor(self._device, generator.run_batch, tasks, give_way)
+        except GenerationCancelled:
+            self._uncalibrated.insert(0, size if record else 0)
+            return
         except PipelineError as exc:
             log.warning("calibration batch of %d failed: %s", size, exc)
             self._uncalibrated.clear()
@@ -534,8 +548,13 @@ class Worker:
         return seconds_until_done(remaining, batch_s, left_s / rate)
 
 
-def _no_steps(item: int, step: int, total_steps: int) -> None:
-    del item, step, total_steps
+def _batches(generator: SegmentedGenerator) -> bool:
+    """Whether `generator` denoises windows together (its default request's have a key)."""
+    try:
+        task = SegmentCursor(generator.resolve(GenerationRequest(prompt="calibration"))).next_task()
+    except PipelineError:
+        return False
+    return generator.batch_key(task) is not None
 
 
 async def _wait(event: asyncio.Event, timeout_s: float | None) -> None:
