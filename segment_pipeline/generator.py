@@ -207,16 +207,17 @@ class SegmentCursor:
         self._given = self._given[:0].copy()
 
     def _segment_audio(self, window: Window, skip: int, count: int) -> AudioClip | None:
-        """The audio of the `count` new frames: the window's own (an audio-video backend),
-        else the request's (passed through), at SAMPLE_RATE, sample-exact."""
+        """The audio of the `count` new frames at SAMPLE_RATE, sample-exact: the request's
+        own when it has one (passed through, even past an audio-video backend's), else the
+        window's (an audio-video backend's), else none."""
         fps = self.request.fps
         start, end = sample_at(self.emitted, fps), sample_at(self.emitted + count, fps)
+        if self.request.audio is not None:
+            return self.request.audio.span(start, end)
         if isinstance(window, GeneratedWindow):
             window_start = sample_at(self.emitted - skip, fps)
             audio = window.audio.resampled(SAMPLE_RATE)
             return audio.span(start - window_start, end - window_start)
-        if self.request.audio is not None:
-            return self.request.audio.span(start, end)
         return None
 
 
@@ -265,14 +266,16 @@ class SegmentedGenerator(ABC):
         index: int,
         given: np.ndarray,
         on_step: StepCallback,
-    ) -> np.ndarray:
+    ) -> Window:
         """Denoise one window of `request.segment_frames` frames.
 
         `given` is (G, H, W, 3) uint8: frames fixed at the start of the window (the previous
         segment's overlap, a reference image, or the end of a video to extend); G may be 0.
         Call `on_step(step, total_steps)` after every denoising step (it raises
         `GenerationCancelled` when cancelled). Return (segment_frames, H, W, 3) uint8 whose
-        first G frames continue `given`; the loop replaces them by `given` exactly.
+        first G frames continue `given` (the loop replaces them by `given` exactly), or,
+        from a backend that makes audio too, a `GeneratedWindow` of those frames and the
+        audio over the window's span.
         Must be deterministic for a given (request.seed, index, given).
         """
 

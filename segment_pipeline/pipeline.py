@@ -57,11 +57,12 @@ class SegmentPipeline:
             request if isinstance(request, ResolvedRequest) else self.generator.resolve(request)
         )
         generator = self.generator
-        channels: int | None = None  # an audio track when the model or the request has audio
-        if generator.produces_audio:
-            channels = generator.audio_channels
-        elif resolved.audio is not None:
+        # An audio track when the request or the model has audio (the request's wins).
+        channels: int | None = None
+        if resolved.audio is not None:
             channels = resolved.audio.channels
+        elif generator.produces_audio:
+            channels = generator.audio_channels
         encoder = FragmentedMP4Encoder(
             resolved.width, resolved.height, resolved.fps, self.options, audio_channels=channels
         )
@@ -163,7 +164,7 @@ class PipelineJob:
                                   SAMPLE_RATE)  # fmt: skip
             # A request's own audio is known past the segment: the encoder can put out
             # every AAC frame that starts in it.
-            known = self.request.audio if not self.generator.produces_audio else None
+            known = self.request.audio
             ahead = None if known is None else known.span(end, end + LOOKAHEAD)
             encoded = encoder.encode(
                 segment.index, segment.frames, segment.start_frame, audio,

@@ -215,9 +215,18 @@ def _device(device: str) -> torch.device:
 
 def _read_index(path: Path) -> dict[str, Any]:
     """Check `path` is a diffusers LTX-Video directory; return its `model_index.json`."""
+    return read_index(path, LTX_PIPELINES, COMPONENTS, "LTX-Video")
+
+
+def read_index(
+    path: Path, pipelines: tuple[str, ...], components: tuple[str, ...], family: str
+) -> dict[str, Any]:
+    """Check `path` is a diffusers directory of one of `pipelines` with every one of
+    `components`; return its `model_index.json`. Errors are `ModelLoadError` naming
+    `model_path`."""
     if not path.is_dir():
         raise ModelLoadError(
-            f"model_path {str(path)!r} is not a directory; give a local LTX-Video diffusers "
+            f"model_path {str(path)!r} is not a directory; give a local {family} diffusers "
             "checkpoint directory",
             param="model_path",
         )
@@ -233,16 +242,16 @@ def _read_index(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"cannot read {str(index_file)!r}: {exc}", param="model_path") from exc
     kind = index.get("_class_name") if isinstance(index, dict) else None
-    if kind not in LTX_PIPELINES:
+    if kind not in pipelines:
         raise ModelLoadError(
-            f"model_path {str(path)!r} holds a {kind} pipeline, not LTX-Video "
-            f"(model_index.json _class_name must be one of {', '.join(LTX_PIPELINES)})",
+            f"model_path {str(path)!r} holds a {kind} pipeline, not {family} "
+            f"(model_index.json _class_name must be one of {', '.join(pipelines)})",
             param="model_path",
         )
-    missing = [name for name in COMPONENTS if not _listed(index.get(name))]
+    missing = [name for name in components if not _listed(index.get(name))]
     if missing:
         raise ModelLoadError(
-            f"LTX-Video checkpoint {str(path)!r} lacks {', '.join(missing)}", param="model_path"
+            f"{family} checkpoint {str(path)!r} lacks {', '.join(missing)}", param="model_path"
         )
     return index
 
