@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,11 @@ class ModelConfig:
     default_steps: int = 8
     default_overlap: int = 4
     default_guidance: float = 1.0  # classifier-free guidance scale (1: off)
+    # Two input planes holding each pixel's x and y (ramps in [-1, 1]): the denoiser knows
+    # where it is, so a first window (nothing given, pure noise at its first step) can put
+    # the object where the prompt's heading starts it. The text alone cannot: it reaches
+    # every pixel alike.
+    position_planes: bool = False
 
     @property
     def low_size(self) -> tuple[int, int]:
@@ -100,7 +105,7 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.frames * 3 + self.frames
+        return 2 * self.frames * 3 + self.frames + (2 if self.position_planes else 0)
 
     @property
     def out_channels(self) -> int:
@@ -253,9 +258,15 @@ class TinyVideoDiffusion(nn.Module):
         `given` is laid out like `noisy` (zeros where no frame is given); `given_mask` is (B, F)
         with 1 for given frames; `text` is (B, cond_dim) from `encode_prompts`.
         """
-        _, _, h, w = noisy.shape
+        b, _, h, w = noisy.shape
         mask_planes = given_mask[:, :, None, None].to(noisy.dtype).expand(-1, -1, h, w)
-        sample = torch.cat([noisy, given, mask_planes], dim=1)
+        planes = [noisy, given, mask_planes]
+        if self.config.position_planes:
+            ys = torch.linspace(-1, 1, h, device=noisy.device, dtype=noisy.dtype)
+            xs = torch.linspace(-1, 1, w, device=noisy.device, dtype=noisy.dtype)
+            planes.append(xs.view(1, 1, 1, w).expand(b, 1, h, w))
+            planes.append(ys.view(1, 1, h, 1).expand(b, 1, h, w))
+        sample = torch.cat(planes, dim=1)
         unet: Any = self.unet  # diffusers' ModelMixin hides __call__ from mypy
         return unet(sample, timesteps, class_labels=text).sample
 
@@ -299,6 +310,22 @@ class TinyVideoDiffusion(nn.Module):
                 f"cannot load embedded model from {str(directory)!r}: {exc}"
             ) from exc
         return model.eval()
+
+
+def with_position_planes(model: TinyVideoDiffusion) -> TinyVideoDiffusion:
+    """`model` given the position planes (`ModelConfig.position_planes`), its other weights
+    kept and the new planes' input weights zero: it predicts exactly what `model` does
+    until it is trained further."""
+    if model.config.position_planes:
+        return model
+    config = replace(model.config, position_planes=True)
+    grown = TinyVideoDiffusion(config)
+    state = model.state_dict()
+    conv = "unet.conv_in.weight"
+    weight = torch.zeros_like(grown.state_dict()[conv])
+    weight[:, : state[conv].shape[1]] = state[conv]
+    grown.load_state_dict({**state, conv: weight})
+    return grown.to(next(model.parameters()).device)
 
 
 def initial_model(config: ModelConfig | None = None, seed: int = 0) -> TinyVideoDiffusion:

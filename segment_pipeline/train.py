@@ -46,7 +46,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embedded_model import ATTRIBUTES, ModelConfig, TinyVideoDiffusion, initial_model
+from .embedded_model import (
+    ATTRIBUTES,
+    ModelConfig,
+    TinyVideoDiffusion,
+    initial_model,
+    with_position_planes,
+)
 from .world import BACKGROUNDS, SceneSpec, WorldConfig, make_clip, make_prompt, sample_spec
 
 # Words no prompt of the world needs; sprinkled into training prompts (they read as <unk>)
@@ -74,6 +80,12 @@ class TrainConfig:
     decoder_frames: int = 8  # frames per step the frame decoder trains on
     decoder_noise: float = 0.04  # max std of noise on the decoder's low-resolution input
     overlap: int = 4
+    first_window_share: float = 0.3  # windows with nothing given (a stream's first)
+    # Of those, the share whose timestep is drawn from [top_t_from, 999] (where a first
+    # window's start and heading are decided), and the share at exactly 999.
+    top_t_share: float = 0.0
+    top_t_from: int = 900
+    t999_share: float = 0.0
     seed: int = 0
 
 
@@ -95,14 +107,18 @@ def attribute_labels(spec: SceneSpec) -> list[int]:
     return [names.index(getattr(spec, attribute)) for attribute, names in ATTRIBUTES.items()]
 
 
-def draw_given_count(rng: np.random.Generator, frames: int, overlap: int) -> int:
-    """How many frames are given to one training window (see the module docstring)."""
+def draw_given_count(
+    rng: np.random.Generator, frames: int, overlap: int, first_share: float = 0.3
+) -> int:
+    """How many frames are given to one training window (see the module docstring):
+    none for `first_share` of windows, then one (20 %), the overlap (35 %), another short
+    prefix (the rest)."""
     u = rng.random()
-    if u < 0.3:
+    if u < first_share:
         return 0
-    if u < 0.5:
+    if u < first_share + 0.2:
         return 1
-    if u < 0.85:
+    if u < first_share + 0.55:
         return min(overlap, frames - 1)
     return int(rng.integers(2, max(3, frames // 2 + 1)))
 
@@ -123,7 +139,7 @@ def make_batch(
     period = max(1, round(2 * (world.width - world.object_size) / world.speed))
     for _ in range(size):
         spec = sample_spec(rng)
-        given = draw_given_count(rng, model_config.frames, train.overlap)
+        given = draw_given_count(rng, model_config.frames, train.overlap, train.first_window_share)
         offset = int(rng.integers(0, period)) if given >= 2 else 0
         clip = make_clip(spec, rng, model_config.frames, world, offset=offset, anywhere=given == 1)
         frames.append(clip.frames)
@@ -174,6 +190,8 @@ def training_loss(
     # 2. Noise the clean window at a random timestep
     noise = torch.randn(x0.shape, generator=generator).to(device)
     t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator).to(device)
+    if train.top_t_share > 0 or train.t999_share > 0:
+        t = _first_window_timesteps(t, batch.given_counts.to(device), generator, train)
     a = alphas_cumprod[t].sqrt()[:, None, None, None]
     s = (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
     noisy = a * x0 + s * noise
@@ -210,6 +228,19 @@ def training_loss(
     return {"denoiser": denoiser, "text": torch.as_tensor(text_loss), "decoder": decoder}
 
 
+def _first_window_timesteps(
+    t: torch.Tensor, given_counts: torch.Tensor, generator: torch.Generator, train: TrainConfig
+) -> torch.Tensor:
+    """`t` with first windows' timesteps moved to the top of the schedule for the shares
+    `top_t_share` (into [top_t_from, 999]) and `t999_share` (to 999)."""
+    last = 999
+    u = torch.rand(len(t), generator=generator).to(t.device)
+    top = torch.randint(train.top_t_from, last + 1, (len(t),), generator=generator).to(t.device)
+    first = given_counts == 0
+    t = torch.where(first & (u < train.top_t_share), top, t)
+    return torch.where(first & (u >= 1 - train.t999_share), torch.full_like(t, last), t)
+
+
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -225,9 +256,20 @@ class Trainer:
         train: TrainConfig,
         model_config: ModelConfig | None = None,
         device: str = "cpu",
+        *,
+        init_from: Path | None = None,
+        position_planes: bool = False,
     ) -> None:
+        """`init_from`: start from a saved model's weights (fine-tuning) instead of fresh
+        ones; `position_planes`: give the model the position planes (new, zero weights)."""
         self.out, self.train_config, self.device = out, train, torch.device(device)
-        self.model = initial_model(model_config, seed=train.seed).to(self.device).train()
+        if init_from is not None:
+            model = TinyVideoDiffusion.load(init_from)
+        else:
+            model = initial_model(model_config, seed=train.seed)
+        if position_planes:
+            model = with_position_planes(model)
+        self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         # The decoder shares no weights with the rest: each part's gradient is clipped alone.
         decoder = list(self.model.decoder.parameters())
@@ -353,6 +395,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model-config", type=Path, help="config.json to build the model from (default: shipped)"
     )
+    parser.add_argument("--init-from", type=Path, help="a model directory to fine-tune")
+    parser.add_argument(
+        "--position-planes", action="store_true", help="give the model x/y input planes"
+    )
+    parser.add_argument("--first-window-share", type=float, default=TrainConfig.first_window_share)
+    parser.add_argument("--top-t-share", type=float, default=TrainConfig.top_t_share)
+    parser.add_argument("--t999-share", type=float, default=TrainConfig.t999_share)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -366,8 +415,14 @@ def main(argv: list[str] | None = None) -> None:
         warmup_steps=args.warmup,
         ema_decay=args.ema,
         seed=args.seed,
+        first_window_share=args.first_window_share,
+        top_t_share=args.top_t_share,
+        t999_share=args.t999_share,
     )
-    trainer = Trainer(args.out, train, model_config, args.device)
+    trainer = Trainer(
+        args.out, train, model_config, args.device, init_from=args.init_from,
+        position_planes=args.position_planes,
+    )  # fmt: skip
     if args.resume and trainer.resume():
         print(f"resumed at step {trainer.step}", flush=True)
     trainer.run(checkpoint_every=args.checkpoint_every, max_seconds=args.max_minutes * 60)

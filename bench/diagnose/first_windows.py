@@ -253,8 +253,9 @@ def part_windows(model, args, results, settings_only=False):
     specs = make_specs(args.prompts, args.seed)
     report = {}
     conditions = [("held-out", True)] + ([] if settings_only else [("train", False)])
-    variants = [("first", 0)] + ([] if settings_only or args.first_only
-                                 else [("continued", OVERLAP)])
+    variants = [("first", 0)] + (
+        [] if settings_only or args.first_only else [("continued", OVERLAP)]
+    )
     settings = [(8, 1.0)] if not settings_only else [(8, 3.0), (20, 1.0)]
     for (tname, held_out), (kind, n_given), (steps, guidance) in (
         (c, v, s) for c in conditions for v in variants for s in settings
@@ -344,7 +345,8 @@ def part_swap(model, args, results):
 
     def spread(a: np.ndarray, axis: int) -> float:
         """Mean distance from the mean along `axis` (ignoring NaN)."""
-        return float(np.nanmean(np.linalg.norm(a - np.nanmean(a, axis=axis, keepdims=True), axis=-1)))
+        centred = a - np.nanmean(a, axis=axis, keepdims=True)
+        return float(np.nanmean(np.linalg.norm(centred, axis=-1)))
 
     # x0 of the first step (t=999, pure-noise input): the model's mean video per prompt
     first_x0 = x0s[:, 0]
@@ -360,7 +362,8 @@ def part_swap(model, args, results):
     mean_video = {}
     for i, d in enumerate(phrases):
         v = np.polyfit(np.arange(FRAMES), cen[i], 1)[0]
-        mean_video[d] = {"start": cen[i, 0].round(1).tolist(), "v_px_per_frame": v.round(2).tolist()}
+        mean_video[d] = {"start": cen[i, 0].round(1).tolist(),
+                         "v_px_per_frame": v.round(2).tolist()}  # fmt: skip
     # when is the final position decided: step at which x0's frame-0 centroid comes within
     # 6 px of the final one (and stays)
     steps = x0s.shape[1]
@@ -448,14 +451,18 @@ def part_loss(model, args, results):
     rep["snr_weight"] = w.tolist()
     results["loss"] = rep
     print("\n### clean-window error (object-weighted MSE on generated frames) by timestep")
-    print("| t | SNR | train weight | first: right | first: swapped dir | first: empty | "
-          "cont.: right | cont.: swapped | cont.: empty |")
+    print(
+        "| t | SNR | train weight | first: right | first: swapped dir | first: empty | "
+        "cont.: right | cont.: swapped | cont.: empty |"
+    )
     print("|---" * 9 + "|")
     for i, t in enumerate(ts):
         f, c = rep["given=0"], rep[f"given={OVERLAP}"]
-        print(f"| {t} | {rep['snr'][i]:.3f} | {w[i]:.2f} | {f['right'][i]:.4f} | "
-              f"{f['swapped'][i]:.4f} | {f['empty'][i]:.4f} | {c['right'][i]:.4f} | "
-              f"{c['swapped'][i]:.4f} | {c['empty'][i]:.4f} |")
+        print(
+            f"| {t} | {rep['snr'][i]:.3f} | {w[i]:.2f} | {f['right'][i]:.4f} | "
+            f"{f['swapped'][i]:.4f} | {f['empty'][i]:.4f} | {c['right'][i]:.4f} | "
+            f"{c['swapped'][i]:.4f} | {c['empty'][i]:.4f} |"
+        )
 
 
 @torch.inference_mode()
@@ -471,24 +478,34 @@ def part_recipe(model, args, results):
     rep = {
         "given_count_fractions": {int(k): float((counts == k).mean()) for k in np.unique(counts)},
         "first_windows_per_batch": first_frac * train.batch_size,
-        "text_conditioned_first_windows_per_batch": first_frac * train.batch_size
+        "text_conditioned_first_windows_per_batch": first_frac
+        * train.batch_size
         * (1 - train.text_drop),
-        "text_conditioned_first_windows_in_5000_steps": first_frac * train.batch_size
-        * (1 - train.text_drop) * 5000,
-        "per_direction_first_windows_in_5000_steps": first_frac * train.batch_size
-        * (1 - train.text_drop) * 5000 / 5,
+        "text_conditioned_first_windows_in_5000_steps": first_frac
+        * train.batch_size
+        * (1 - train.text_drop)
+        * 5000,
+        "per_direction_first_windows_in_5000_steps": first_frac
+        * train.batch_size
+        * (1 - train.text_drop)
+        * 5000
+        / 5,
         "snr_at": {int(t): float(snr[t]) for t in (999, 990, 950, 874, 750, 624, 499, 249, 0)},
         "fraction_of_timesteps_at_cap": float((w >= train.snr_cap).mean()),
         "first_t_with_weight_below_cap": int(ts[w < train.snr_cap][0]),
         "weight_share_t_ge_750": float(w[750:].sum() / w.sum()),
         "timestep_share_t_ge_750": 0.25,
-        "training_draws_t_ge_950_in_5000_steps_first_windows": first_frac * train.batch_size
-        * 5000 * 0.05,
+        "training_draws_t_ge_950_in_5000_steps_first_windows": first_frac
+        * train.batch_size
+        * 5000
+        * 0.05,
     }
     # text vector against the timestep embedding it is added to (FiLM input)
     unet = model.unet
-    prompts = [f"on a black background, a red circle {p}" for p in
-               ("moving left", "moving right", "moving up", "moving down", "still")]
+    prompts = [
+        f"on a black background, a red circle {p}"
+        for p in ("moving left", "moving right", "moving up", "moving down", "still")
+    ]
     text = model.encode_prompts(prompts)
     norms = {}
     for t in (999, 500, 20):
@@ -537,13 +554,22 @@ def part_sdedit(model, args, results):
     mask = torch.zeros(b, FRAMES)
     rep = {}
     print("\n### start sampling at step k from a real first window noised to t_k (8-step DDIM)")
-    print("| k | t_k | prompt | dir_ok | axis_ok | start_third_ok | v_along | follows clip's direction |")
+    print(
+        "| k | t_k | prompt | dir_ok | axis_ok | start_third_ok | v_along "
+        "| follows clip's direction |"
+    )
     print("|---" * 8 + "|")
     for k in (0, 1, 2, 3):
         for pname, prompts in (("right", right), ("swapped", swapped)):
             text = model.encode_prompts(prompts)
-            noise = torch.cat([torch.randn(x0.shape[1:], generator=torch.Generator()
-                                           .manual_seed(window_seed(s, 0)))[None] for s in seeds])
+            noise = torch.cat(
+                [
+                    torch.randn(
+                        x0.shape[1:], generator=torch.Generator().manual_seed(window_seed(s, 0))
+                    )[None]
+                    for s in seeds
+                ]
+            )
             t = timesteps[k]
             sample = ac[t].sqrt() * x0 + (1 - ac[t]).sqrt() * noise
             for tt in timesteps[k:]:
@@ -561,10 +587,16 @@ def part_sdedit(model, args, results):
                                                       and not r.get("sign_ok", True)
                                                       for r in rows]))  # fmt: skip
             rep[f"k={k} ({pname})"] = summ
-            follow = f"{summ['dir_ok']:.0%}" if pname == "right" else (
-                f"{summ['dir_ok']:.0%} (text: {summ['follows_text']:.0%})")
-            print(f"| {k} | {int(t)} | {pname} | {summ['dir_ok']:.0%} | {summ['axis_ok']:.0%} | "
-                  f"{summ['start_third_ok']:.0%} | {summ['v_along']:+.2f} | {follow} |", flush=True)
+            follow = (
+                f"{summ['dir_ok']:.0%}"
+                if pname == "right"
+                else (f"{summ['dir_ok']:.0%} (text: {summ['follows_text']:.0%})")
+            )
+            print(
+                f"| {k} | {int(t)} | {pname} | {summ['dir_ok']:.0%} | {summ['axis_ok']:.0%} | "
+                f"{summ['start_third_ok']:.0%} | {summ['v_along']:+.2f} | {follow} |",
+                flush=True,
+            )
     results["sdedit"] = rep
 
 
@@ -590,8 +622,12 @@ def part_oracle(model, args, results):
             obj = np.any(fr != BACKGROUNDS[spec.background], axis=-1)
             objl = model.to_low(torch.from_numpy(obj).float()[:, :, None].expand(-1, -1, 3, -1, -1))
             w = 1 + 4.0 * (objl > 0).float()
-            means = {dd: low_clips(SceneSpec(spec.shape, spec.colour, spec.background, dd),
-                                   samples)[0].mean(0, keepdim=True) for dd in DIRECTIONS}  # fmt: skip
+            means = {
+                dd: low_clips(SceneSpec(spec.shape, spec.colour, spec.background, dd), samples)[
+                    0
+                ].mean(0, keepdim=True)
+                for dd in DIRECTIONS
+            }
             mix = torch.cat(list(means.values())).mean(0, keepdim=True)
             for name, m in (("knows direction", means[d]), ("direction unknown", mix),
                             ("direction swapped", means[other[d]])):  # fmt: skip
@@ -611,8 +647,10 @@ def part_meanvideo(model, args, results):
     rng = np.random.default_rng([args.seed, 13])
     n = 24
     rep = {}
-    print("\n### t=999 prediction (mean of 24 seeds) vs the world's mean window: object mass in "
-          "thirds along the heading [start third, middle, far third]")
+    print(
+        "\n### t=999 prediction (mean of 24 seeds) vs the world's mean window: object mass in "
+        "thirds along the heading [start third, middle, far third]"
+    )
     print("| prompt | model frame 0 | model frame 11 | world frame 0 | world frame 11 |")
     print("|---|---|---|---|---|")
     for d in ("left", "right", "up", "down"):
@@ -626,7 +664,7 @@ def part_meanvideo(model, args, results):
         mean_world = model.to_low(px).view(200, FRAMES, 3, 32, 32).mean(0)[:, 0]
         h = HEADINGS[d]
 
-        def thirds(a: torch.Tensor, f: int) -> list[float]:
+        def thirds(a: torch.Tensor, f: int, h: tuple[float, float] = h) -> list[float]:
             m = (a[f] + 1) / 2  # black background -> 0
             prof = m.sum(0) if h[0] else m.sum(1)  # along x or along y
             prof = (prof / prof.sum()).numpy()
@@ -638,8 +676,10 @@ def part_meanvideo(model, args, results):
         row = {"model": [thirds(mean_model, 0), thirds(mean_model, 11)],
                "world": [thirds(mean_world, 0), thirds(mean_world, 11)]}  # fmt: skip
         rep[d] = row
-        print(f"| {prompt} | {row['model'][0]} | {row['model'][1]} | {row['world'][0]} | "
-              f"{row['world'][1]} |")
+        print(
+            f"| {prompt} | {row['model'][0]} | {row['model'][1]} | {row['world'][0]} | "
+            f"{row['world'][1]} |"
+        )
     results["meanvideo"] = rep
 
 
@@ -656,7 +696,9 @@ def check_mirror(gen: EmbeddedGenerator) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--parts", default="recipe,windows,swap,settings,loss,oracle,sdedit,meanvideo")
+    parser.add_argument(
+        "--parts", default="recipe,windows,swap,settings,loss,oracle,sdedit,meanvideo"
+    )
     parser.add_argument("--prompts", type=int, default=2, help="prompts per direction")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per prompt")
     parser.add_argument("--swap-seeds", type=int, default=8)
@@ -673,7 +715,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         gen.model, gen.model_path = load_probe(args.model), args.model
     model = gen.model.eval()
-    results: dict = {"model": str(gen.model_path), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict = {"model": str(gen.model_path),
+                     "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
     results["mirror_max_pixel_diff"] = check_mirror(gen)
     print(f"model {gen.model_path}; sampler mirror max pixel diff vs backend: "
           f"{results['mirror_max_pixel_diff']}", flush=True)  # fmt: skip

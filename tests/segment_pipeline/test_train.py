@@ -90,3 +90,38 @@ def test_command_line(tmp_path: Path) -> None:
           str(config_path), "--seed", "3", "--resume"])  # fmt: skip
     assert json.loads((out / "training.json").read_text())["steps"] == 3
     assert TinyVideoDiffusion.load(out / "model").config == TINY
+
+
+def test_position_planes_start_as_the_model_they_grow_from(tmp_path: Path) -> None:
+    base = Trainer(tmp_path / "base", TRAIN, TINY)
+    base.run()
+    grown = Trainer(tmp_path / "fine", TRAIN, init_from=tmp_path / "base" / "model",
+                    position_planes=True)  # fmt: skip
+    assert grown.model.config.position_planes and not base.model.config.position_planes
+    frames, low = TINY.frames, TINY.low_size
+    noisy = torch.randn(2, 3 * frames, *low)
+    args = (noisy, torch.tensor([999, 40]), torch.zeros_like(noisy), torch.zeros(2, frames))
+    source = TinyVideoDiffusion.load(tmp_path / "base" / "model")
+    with torch.no_grad():
+        text = source.encode_prompts(["a red ball moving left", ""])
+        expected = source(*args, text)
+        got = grown.model.eval()(*args, text)
+    assert torch.allclose(expected, got, atol=1e-5)
+    grown.run()  # and it trains, saves and loads with the planes
+    assert TinyVideoDiffusion.load(tmp_path / "fine" / "model").config.position_planes
+
+
+def test_first_windows_can_train_at_the_top_of_the_schedule() -> None:
+    from segment_pipeline.train import _first_window_timesteps
+
+    train = TrainConfig(top_t_share=0.5, t999_share=0.2, top_t_from=900)
+    t = torch.zeros(4000, dtype=torch.long)
+    counts = torch.tensor([0, 4] * 2000)
+    moved = _first_window_timesteps(t, counts, torch.Generator().manual_seed(1), train)
+    first, later = moved[counts == 0], moved[counts == 4]
+    assert bool((later == 0).all())  # windows with given frames keep their draw
+    assert 0.6 < float((first >= 900).float().mean()) < 0.8  # 0.5 + 0.2
+    assert 0.15 < float((first == 999).float().mean()) < 0.25
+    counts_with_more_first = [draw_given_count(np.random.default_rng(s), 12, 4, 0.5)
+                              for s in range(2000)]  # fmt: skip
+    assert 0.45 < counts_with_more_first.count(0) / 2000 < 0.55
