@@ -47,7 +47,11 @@ def build_openapi(routes: list[RouteSpec], version: str) -> dict[str, Any]:
         if route.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": ref(route.body)}},
+                # a form carries the same fields; files (audio, images, video) as parts
+                "content": {
+                    "application/json": {"schema": ref(route.body)},
+                    "multipart/form-data": {"schema": ref(route.body)},
+                },
             }
         for status, reply in sorted(route.replies.items()):
             schema = ref(reply.model) if reply.model is not None else {}

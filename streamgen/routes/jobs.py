@@ -22,7 +22,7 @@ from .responses import (
 )
 from .state import app_state
 from .submit import submit
-from .table import Param, Reply, api_route, read_json
+from .table import Param, Reply, api_route, read_params
 from .views import job_object
 
 bp = Blueprint("jobs", __name__)
@@ -44,7 +44,7 @@ _NOT_FOUND = {404: Reply(model=ErrorResponse, description="no such job")}
 )
 async def create_job() -> tuple[Response, int, dict[str, str]]:
     state = app_state()
-    params = parse(GenerationParams, await read_json())
+    params = parse(GenerationParams, await read_params())
     job = await submit(state, params, request_scoped=False)
     return jsonify(job_object(job)), 202, {"Location": f"/v1/jobs/{job.id}"}
 

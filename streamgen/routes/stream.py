@@ -18,7 +18,7 @@ from streamgen.transports import mp4, ndjson, sse
 from .responses import ndjson_response, open_follower, sse_response
 from .state import app_state
 from .submit import submit
-from .table import Reply, api_route, read_json
+from .table import Reply, api_route, read_params
 
 bp = Blueprint("stream", __name__)
 
@@ -42,7 +42,7 @@ _ERRORS = {
 )  # fmt: skip
 async def generate_stream() -> Response:
     state = app_state()
-    params = parse(GenerationParams, await read_json())
+    params = parse(GenerationParams, await read_params())
     job = await submit(state, params, request_scoped=True, live=True)
     follower = await open_follower(state, job, 0, holds_lease=True)
     return sse_response(state, follower)
@@ -58,7 +58,7 @@ async def generate_stream() -> Response:
 )
 async def generate_stream_chunked() -> Response:
     state = app_state()
-    params = parse(GenerationParams, await read_json())
+    params = parse(GenerationParams, await read_params())
     job = await submit(state, params, request_scoped=True, live=True)
     follower = await open_follower(state, job, 0, holds_lease=True)
     return ndjson_response(state, follower)
@@ -78,7 +78,7 @@ async def generate_stream_chunked() -> Response:
 )
 async def generate() -> Response:
     state = app_state()
-    params = parse(GenerateRequest, await read_json())
+    params = parse(GenerateRequest, await read_params())
     manager = state.manager
     job = await submit(state, params, request_scoped=True)
     try:

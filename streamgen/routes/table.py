@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -79,8 +80,12 @@ def api_route(
     return register
 
 
-async def read_json() -> Any:
-    """The request body as JSON; 400 when it is empty or not JSON, 413 when too large."""
+async def read_params() -> Any:
+    """The request's fields: a JSON body, or a multipart form whose files (an `audio`, a
+    `reference_image`, …) arrive as base64 under their field's name. 400 when the body is
+    empty or not JSON, 413 when too large."""
+    if request.mimetype == "multipart/form-data":
+        return await _read_form()
     data = await request.get_data(cache=False)
     if not data:
         raise MalformedRequest("the request body is empty; send a JSON object")
@@ -88,3 +93,20 @@ async def read_json() -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequest(f"the request body is not valid JSON: {exc}") from exc
+
+
+async def _read_form() -> dict[str, Any]:
+    """A multipart form as fields: text as sent (the request model converts numbers and
+    booleans), files base64. A name sent twice is a 400."""
+    form, files = await request.form, await request.files
+    fields: dict[str, Any] = {}
+    for name in [*form.keys(), *files.keys()]:
+        if name in fields or len(form.getlist(name)) + len(files.getlist(name)) > 1:
+            raise MalformedRequest(f"the form sends {name!r} more than once", param=name)
+        if name in files:
+            fields[name] = base64.b64encode(files[name].read()).decode("ascii")
+        else:
+            fields[name] = form[name]
+    if not fields:
+        raise MalformedRequest("the form is empty; send at least a prompt")
+    return fields

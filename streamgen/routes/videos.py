@@ -14,7 +14,7 @@ from streamgen.transports import mp4
 from .responses import video_file_response
 from .state import app_state
 from .submit import submit
-from .table import Reply, api_route, read_json
+from .table import Reply, api_route, read_params
 from .views import error_body
 
 bp = Blueprint("videos", __name__)
@@ -77,7 +77,7 @@ def _percent(job: Job) -> int:
 )
 async def create_video() -> Response:
     state = app_state()
-    params = video_params(parse(VideoCreateRequest, await read_json()))
+    params = video_params(parse(VideoCreateRequest, await read_params()))
     job = await submit(state, params, request_scoped=False)
     return jsonify(video_object(job))
 

@@ -101,6 +101,36 @@ def test_a_jobs_mp4_carries_the_requests_audio_in_sync(server_url: str) -> None:
     assert all(abs(offset) < RATE / 8 for offset in found) and max(found) - min(found) <= 4
 
 
+def test_a_multipart_form_sends_the_audio_as_a_file(server_url: str) -> None:
+    seconds = 3
+    wav = wav_bytes(clicks(seconds, RATE), RATE)
+    form = {"prompt": "a red ball moving left", "size": "64x64", "num_steps": "2", "seed": "4"}
+    response = httpx.post(
+        f"{server_url}/generate", data=form, files={"audio": ("voice.wav", wav)}, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    with av.open(io.BytesIO(response.content)) as container:
+        audio = container.streams.audio[0]
+        frames = sum(1 for _ in container.decode(video=0))
+        container.seek(0)
+        decoded = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    assert frames == seconds * 8  # as long as the audio, at the model's 8 fps
+    assert audio.channels == 1 and abs(decoded.shape[1] / RATE - seconds) <= AAC_FRAME_S
+    found = onsets(decoded[0], seconds)
+    assert max(abs(offset) for offset in found) <= 4
+
+    # A wrong form field is named, as in JSON; a field sent twice is refused.
+    refused = httpx.post(
+        f"{server_url}/generate", data={**form, "sound": "x"}, files={"audio": ("a.wav", wav)}
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "sound"
+    twice = httpx.post(
+        f"{server_url}/generate", data=form,
+        files=[("audio", ("a.wav", wav)), ("audio", ("b.wav", wav))],
+    )  # fmt: skip
+    assert twice.status_code == 400 and twice.json()["error"]["param"] == "audio"
+
+
 def test_bad_audio_is_refused_naming_the_field(server_url: str) -> None:
     cases = [
         ({"audio": base64.b64encode(b"not audio at all").decode()}, "audio"),
