@@ -102,32 +102,7 @@ class LTXGenerator(SegmentedGenerator):
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:
-        size, frames = self.size_multiple, self.frame_multiple
-        for param, value in (("width", request.width), ("height", request.height)):
-            if value % size:
-                raise InvalidRequest(
-                    f"{param} must be a multiple of {size} for LTX-Video, got {value}", param=param
-                )
-        if (request.segment_frames - 1) % frames:
-            raise InvalidRequest(
-                f"segment_frames must be {frames}k+1 ({_examples(frames)}) for LTX-Video, "
-                f"got {request.segment_frames}",
-                param="segment_frames",
-            )
-        if request.overlap_frames and (request.overlap_frames - 1) % frames:
-            raise InvalidRequest(
-                f"overlap_frames must be 0 or {frames}k+1 ({_examples(frames)}) for LTX-Video: "
-                f"its VAE encodes the overlap as one clip; got {request.overlap_frames}",
-                param="overlap_frames",
-            )
-        given = request.first_given_frames
-        if request.extend_video is not None and (given - 1) % frames:
-            raise InvalidRequest(
-                f"extend_video has {len(request.extend_video)} frames; LTX-Video conditions on "
-                f"its last overlap_frames ({request.overlap_frames}) frames, so give at least "
-                f"that many (or {frames}k+1 frames in all)",
-                param="extend_video",
-            )
+        check_shape(request, self.size_multiple, self.frame_multiple, "LTX-Video")
 
     def batch_key(self, task: WindowTask) -> Hashable:
         """Windows batch when the pipeline call is the same but for prompts, given clips and
@@ -200,6 +175,36 @@ def _conditions(givens: list[np.ndarray]) -> list[LTXVideoCondition] | None:
     # batch as a list of clips; each sample is then conditioned on its own (the dataclass's
     # annotation only names the one-clip form).
     return [LTXVideoCondition(video=clips, frame_index=0, strength=1.0)]  # type: ignore[arg-type]
+
+
+def check_shape(request: ResolvedRequest, size: int, frames: int, family: str) -> None:
+    """Sizes in multiples of the VAE's `size`, windows and overlaps of `frames`k+1 frames
+    (the VAE encodes the given frames as one clip), for the LTX family `family`."""
+    for param, value in (("width", request.width), ("height", request.height)):
+        if value % size:
+            raise InvalidRequest(
+                f"{param} must be a multiple of {size} for {family}, got {value}", param=param
+            )
+    if (request.segment_frames - 1) % frames:
+        raise InvalidRequest(
+            f"segment_frames must be {frames}k+1 ({_examples(frames)}) for {family}, "
+            f"got {request.segment_frames}",
+            param="segment_frames",
+        )
+    if request.overlap_frames and (request.overlap_frames - 1) % frames:
+        raise InvalidRequest(
+            f"overlap_frames must be 0 or {frames}k+1 ({_examples(frames)}) for {family}: "
+            f"its VAE encodes the overlap as one clip; got {request.overlap_frames}",
+            param="overlap_frames",
+        )
+    given = request.first_given_frames
+    if request.extend_video is not None and (given - 1) % frames:
+        raise InvalidRequest(
+            f"extend_video has {len(request.extend_video)} frames; {family} conditions on "
+            f"its last overlap_frames ({request.overlap_frames}) frames, so give at least "
+            f"that many (or {frames}k+1 frames in all)",
+            param="extend_video",
+        )
 
 
 def _examples(multiple: int) -> str:

@@ -38,11 +38,11 @@ from diffusers import (
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
 from ..audio import AudioClip
-from ..errors import InvalidRequest, ModelLoadError
+from ..errors import ModelLoadError
 from ..generator import GeneratedWindow, SegmentedGenerator, StepCallback
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from .embedded import window_seed
-from .ltx import _device, _examples, read_index
+from .ltx import _device, check_shape, read_index
 
 logger = logging.getLogger(__name__)
 
@@ -106,24 +106,7 @@ class LTX2Generator(SegmentedGenerator):
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:
-        size, frames = self.size_multiple, self.frame_multiple
-        for param, value in (("width", request.width), ("height", request.height)):
-            if value % size:
-                raise InvalidRequest(
-                    f"{param} must be a multiple of {size} for LTX-2, got {value}", param=param
-                )
-        if (request.segment_frames - 1) % frames:
-            raise InvalidRequest(
-                f"segment_frames must be {frames}k+1 ({_examples(frames)}) for LTX-2, "
-                f"got {request.segment_frames}",
-                param="segment_frames",
-            )
-        if request.overlap_frames and (request.overlap_frames - 1) % frames:
-            raise InvalidRequest(
-                f"overlap_frames must be 0 or {frames}k+1 ({_examples(frames)}) for LTX-2: its "
-                f"VAE encodes the overlap as one clip; got {request.overlap_frames}",
-                param="overlap_frames",
-            )
+        check_shape(request, self.size_multiple, self.frame_multiple, "LTX-2")
 
     def generate_window(
         self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback

@@ -33,6 +33,22 @@ FPS = 8
 FRAME_S = 1 / FPS
 
 
+def ffmpeg_concat(files: list[Path], directory: Path) -> Path:
+    """`files` joined by ffmpeg's concat demuxer without re-encoding (as users join saved
+    segments); the joined file, in `directory`."""
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is needed (.ci/run installs it)")
+    listing = directory / "list.txt"
+    listing.write_text("".join(f"file '{name}'\n" for name in files))
+    joined = directory / "joined.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+         "-c", "copy", str(joined)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return joined
+
+
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     """A 16-bit PCM WAV file of (channels, n) float samples in [-1, 1]."""
     buffer = io.BytesIO()
@@ -150,17 +166,7 @@ def test_each_segment_file_plays_alone_with_sound_and_ffmpeg_joins_them(tmp_path
         with av.open(io.BytesIO(data)) as container:
             assert sorted(s.type for s in container.streams) == ["audio", "video"]
             assert sum(1 for _ in container.decode(audio=0)) > 0
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is needed (.ci/run installs it)")
-    listing = tmp_path / "list.txt"
-    listing.write_text("".join(f"file '{name}'\n" for name in names))
-    joined = tmp_path / "joined.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
-         "-c", "copy", str(joined)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    with av.open(str(joined)) as container:
+    with av.open(str(ffmpeg_concat(names, tmp_path))) as container:
         assert sorted(s.type for s in container.streams) == ["audio", "video"]
         audio_s = sum(f.samples for f in container.decode(audio=0)) / SAMPLE_RATE
     assert abs(audio_s - total / FPS) < 0.1

@@ -8,18 +8,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import av
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 
-from tests.segment_pipeline.test_audio import clicks, onsets, wav_bytes
+from tests.segment_pipeline.test_audio import clicks, ffmpeg_concat, onsets, wav_bytes
 from tests.streamgen.stream_reading import b64, read_sse, wait_finished
 
 RATE = 48_000
@@ -60,16 +57,7 @@ def test_the_seed_clients_request_streams_segments_with_sound(
         path = tmp_path / f"segment_{index:04d}.mp4"
         path.write_bytes(b64(data, "segment"))
         files.append(path)
-    if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is needed (.ci/run installs it)")
-    listing = tmp_path / "list.txt"
-    listing.write_text("".join(f"file '{p}'\n" for p in files))
-    joined = tmp_path / "joined.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
-         "-c", "copy", str(joined)],
-        check=True, timeout=60,
-    )  # fmt: skip
+    joined = ffmpeg_concat(files, tmp_path)
     with av.open(str(joined)) as container:
         assert sorted(s.type for s in container.streams) == ["audio", "video"]
         audio_s = sum(f.samples for f in container.decode(audio=0)) / RATE
