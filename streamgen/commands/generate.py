@@ -11,13 +11,16 @@ from typing import Any
 
 from segment_pipeline import (
     BACKENDS,
+    AudioClip,
     CancelEvent,
     EncodedSegment,
     GenerationCancelled,
     GenerationRequest,
+    InvalidRequest,
     PipelineError,
     SegmentPipeline,
     load_generator,
+    read_audio,
 )
 from segment_pipeline.request import load_image, load_video
 
@@ -49,6 +52,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--overlap-frames", type=int, help="frames each segment is conditioned on")
     p.add_argument("--reference-image", type=Path, help="image that becomes frame 0")
     p.add_argument("--extend-video", type=Path, help="video whose end the output continues")
+    p.add_argument(
+        "--audio", type=Path, help="audio file (WAV, MP3, AAC, FLAC, Ogg): the sound track; "
+        "the video lasts as long as it unless --seconds or --num-frames is given",
+    )  # fmt: skip
+    p.add_argument("--audio-scale", type=float, help="how strongly a model that follows audio does")
     p.add_argument("--backend", choices=None, help=f"one of {', '.join(BACKENDS)}")
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
@@ -99,7 +107,17 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         overlap_frames=args.overlap_frames,
         reference_image=load_image(args.reference_image) if args.reference_image else None,
         extend_video=load_video(args.extend_video) if args.extend_video else None,
+        audio=_load_audio(args.audio) if args.audio else None,
+        audio_scale=args.audio_scale,
     )
+
+
+def _load_audio(path: Path) -> AudioClip:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read audio {str(path)!r}: {exc}", param="audio") from exc
+    return read_audio(data, "audio")
 
 
 def _write(job: Any, args: argparse.Namespace) -> int:

@@ -63,6 +63,8 @@ def test_generate_writes_a_playable_mp4_and_segments(tmp_path):
         (["--overlap-frames", "12"], "overlap_frames"),
         (["--backend", "nope"], "backend"),
         (["--reference-image", "/nonexistent.png"], "reference_image"),
+        (["--audio", "/nonexistent.wav"], "audio"),
+        (["--audio", __file__], "audio"),
     ],
 )
 def test_bad_input_names_the_parameter_and_leaves_no_file(tmp_path, capsys, args, param):
@@ -104,3 +106,20 @@ def test_model_path_that_is_not_a_model_fails_cleanly(tmp_path, capsys):
     code = main(["generate", "--prompt", "p", "--model-path", str(tmp_path), "-o", str(out)])
     assert code != 0 and not out.exists()
     assert "config.json" in capsys.readouterr().err
+
+
+def test_audio_gives_the_file_its_sound_track_and_length(tmp_path, capsys):
+    from tests.segment_pipeline.test_audio import clicks, onsets, wav_bytes
+
+    path = tmp_path / "voice.wav"
+    path.write_bytes(wav_bytes(clicks(2, 44100, channels=2), 44100))
+    out = tmp_path / "voiced.mp4"
+    code = main(["generate", "--prompt", "a red ball", "--audio", str(path), "-o", str(out), *FAST])
+    assert code == 0, capsys.readouterr().err
+    with av.open(str(out)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+        container.seek(0)
+        audio = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    assert frames == 16  # 2 s of audio at 8 fps
+    assert audio.shape[0] == 2 and abs(audio.shape[1] / 48000 - 2.0) < 0.03
+    assert max(abs(offset) for offset in onsets(audio[0], 2)) <= 4
