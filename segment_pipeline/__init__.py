@@ -24,11 +24,13 @@ from .generator import (
     Window,
     WindowTask,
 )
+from .media import MediaLimits, read_image, read_video_tail
 from .pipeline import EncodedSegment, PipelineJob, SegmentPipeline
-from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest
+from .request import MAX_SEED, GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest
 
 __all__ = [
     "BACKENDS",
+    "MAX_SEED",
     "SAMPLE_RATE",
     "AudioClip",
     "AudioLimits",
@@ -45,6 +47,7 @@ __all__ = [
     "GeneratorDefaults",
     "InvalidRequest",
     "Limits",
+    "MediaLimits",
     "ModelLoadError",
     "PipelineError",
     "PipelineJob",
@@ -57,4 +60,6 @@ __all__ = [
     "WindowTask",
     "load_generator",
     "read_audio",
+    "read_image",
+    "read_video_tail",
 ]

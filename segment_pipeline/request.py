@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioClip
 from .errors import InvalidRequest
+
+MAX_SEED = 2**63 - 1  # a seed is a signed 64-bit integer everywhere it is stored
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,15 @@ class ResolvedRequest:
         return 1 + math.ceil(remaining / self.frames_emitted_by(1))
 
 
-def _positive_int(value: object, param: str, *, minimum: int = 1) -> int:
+def _positive_int(
+    value: object, param: str, *, minimum: int = 1, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise InvalidRequest(f"{param} must be an integer, got {value!r}", param=param)
     if value < minimum:
         raise InvalidRequest(f"{param} must be at least {minimum}, got {value}", param=param)
+    if maximum is not None and value > maximum:
+        raise InvalidRequest(f"{param} must be at most {maximum}, got {value}", param=param)
     return int(value)
 
 
@@ -226,9 +231,15 @@ def resolve(
     guidance = (
         request.guidance_scale if request.guidance_scale is not None else defaults.guidance_scale
     )
-    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or guidance < 0:
+    if (
+        isinstance(guidance, bool)
+        or not isinstance(guidance, int | float)
+        or not math.isfinite(guidance)
+        or guidance < 0
+    ):
         raise InvalidRequest(
-            f"guidance_scale must be a number >= 0, got {guidance!r}", param="guidance_scale"
+            f"guidance_scale must be a finite number >= 0, got {guidance!r}",
+            param="guidance_scale",
         )
     segment_frames = _positive_int(
         request.segment_frames if request.segment_frames is not None else defaults.segment_frames,
@@ -246,7 +257,7 @@ def resolve(
             param="overlap_frames",
         )
     seed = request.seed if request.seed is not None else random.randrange(2**31)
-    seed = _positive_int(seed, "seed", minimum=0)
+    seed = _positive_int(seed, "seed", minimum=0, maximum=MAX_SEED)
 
     reference = request.reference_image
     extend = request.extend_video
@@ -330,28 +341,3 @@ def _total_frames(
             param=given[0] if given else "seconds",
         )
     return frames
-
-
-def load_image(path: str | Path, param: str = "reference_image") -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; an unreadable file is `InvalidRequest`."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidRequest(f"cannot read image {str(path)!r}: {exc}", param=param) from exc
-
-
-def load_video(path: str | Path, param: str = "extend_video") -> np.ndarray:
-    """Decode a video file to (T, H, W, 3) uint8 RGB; an unreadable file is `InvalidRequest`."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except (OSError, av.FFmpegError, IndexError) as exc:
-        raise InvalidRequest(f"cannot read video {str(path)!r}: {exc}", param=param) from exc
-    if not frames:
-        raise InvalidRequest(f"video {str(path)!r} has no frames", param=param)
-    return np.stack(frames)

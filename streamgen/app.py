@@ -19,7 +19,9 @@ from werkzeug.exceptions import HTTPException
 
 from segment_pipeline import SegmentedGenerator
 
+from . import cors
 from .config import Settings, load_settings
+from .cors import CorsPolicy
 from .errors import ServiceError, from_http_exception
 from .routes import BLUEPRINTS
 from .routes.state import EXTENSION, AppState
@@ -41,6 +43,7 @@ def create_app(
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
+    cors.install(app, CorsPolicy.parse(settings.cors_allowed_origins))
 
     @app.before_serving
     async def start_service() -> None:
@@ -76,9 +79,9 @@ def _register_error_handlers(app: Quart) -> None:
         mapped = from_http_exception(status, error.description or error.name)
         response = jsonify(mapped.to_dict())
         response.status_code = status
-        for name, value in error.get_headers():  # keep werkzeug's Allow header on a 405
-            if name.lower() == "allow":
-                response.headers["Allow"] = value
+        for name, value in error.get_headers():  # Allow on a 405, Content-Range on a 416
+            if name.lower() in ("allow", "content-range"):
+                response.headers[name] = value
         return response
 
     @app.errorhandler(Exception)

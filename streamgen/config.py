@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from segment_pipeline import EncoderOptions, Limits
+from segment_pipeline import EncoderOptions, Limits, MediaLimits
 
 ENV_PREFIX = "STREAMGEN_"
 MiB = 1024 * 1024
@@ -39,6 +39,9 @@ class Settings:
     max_fps: float = Limits.max_fps
     max_inference_steps: int = Limits.max_inference_steps
     max_prompt_chars: int = Limits.max_prompt_chars
+    # A request's pictures, checked by their headers before decoding (`MediaLimits`)
+    max_input_pixels: int = MediaLimits.max_pixels  # of an image, or of one video frame
+    max_input_frames: int = MediaLimits.max_frames  # of a video to extend
     # Encoder (defaults: `EncoderOptions`)
     encoder_preset: str = EncoderOptions.preset
     encoder_crf: int = EncoderOptions.crf
@@ -60,6 +63,7 @@ class Settings:
     max_unbounded_seconds: float = 3600.0  # an unbounded job completes after this much video
     calibrate_when_idle: bool = True  # measure batches of the default request while idle
     max_body_bytes: int = 32 * MiB
+    cors_allowed_origins: str = ""  # origins (comma-separated; "*": any) whose pages may call
     subscriber_buffer_events: int = 256
     sse_heartbeat_seconds: float = 15.0
     sse_retry_ms: int = 2000
@@ -87,6 +91,14 @@ class Settings:
             max_fps=self.max_fps,
             max_inference_steps=self.max_inference_steps,
             max_prompt_chars=self.max_prompt_chars,
+        )
+
+    @property
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(
+            max_pixels=self.max_input_pixels,
+            max_frames=self.max_input_frames,
+            max_bytes=self.max_body_bytes,
         )
 
     @property

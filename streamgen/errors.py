@@ -5,12 +5,15 @@ The whole tree::
 
     ServiceError                    500 / 1011  base; an unexpected server fault
     ├── MalformedRequest            400 / 1008  the body is not JSON, or not a JSON object
+    ├── Forbidden                   403 / 1008  a page from an origin that is not allowed
     ├── NotFound                    404 / 4404  unknown job or route
     │   └── JobNotFound             404 / 4404
     ├── MethodNotAllowed            405 / 1008
     ├── Conflict                    409 / 1008  e.g. cancelling a finished job
     ├── BacklogGone                 410 / 4410  the asked-for events rolled out of the backlog
     ├── PayloadTooLarge             413 / 1009  body over `max_body_bytes`
+    ├── UnsupportedMediaType        415 / 1003  a body type that is not read (text/plain)
+    ├── RangeNotSatisfiable         416 / 1008  a byte range outside the file
     ├── InvalidParameter            422 / 1008  a well-formed field with a bad value (`param`)
     ├── QueueFull                   429 / 1013  `max_queued_jobs` reached
     ├── SlowConsumer                429 / 4408  a subscriber fell behind (sent in-stream)
@@ -61,6 +64,10 @@ class MalformedRequest(ServiceError):
     status, close_code, code = 400, 1008, "malformed_request"
 
 
+class Forbidden(ServiceError):
+    status, close_code, code = 403, 1008, "forbidden"
+
+
 class NotFound(ServiceError):
     status, close_code, code = 404, 4404, "not_found"
 
@@ -98,6 +105,23 @@ class BacklogGone(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, close_code, code = 413, 1009, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, close_code, code = 415, 1003, "unsupported_media_type"
+
+
+class RangeNotSatisfiable(ServiceError):
+    """`length`: the file's size, sent as ``Content-Range: bytes */length``."""
+
+    status, close_code, code = 416, 1008, "range_not_satisfiable"
+
+    def __init__(self, message: str, *, length: int | None = None) -> None:
+        super().__init__(message, param="Range")
+        self.length = length
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.length is None else {"Content-Range": f"bytes */{self.length}"}
 
 
 class InvalidParameter(ServiceError):
@@ -140,10 +164,13 @@ class GenerationFailed(ServiceError):
 
 _HTTP_STATUS = {
     400: MalformedRequest,
+    403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
     409: Conflict,
     413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    416: RangeNotSatisfiable,
     422: InvalidParameter,
     429: QueueFull,
     503: ServiceUnavailable,

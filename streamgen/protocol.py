@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from segment_pipeline import GenerationRequest, read_audio
+from segment_pipeline import (
+    MAX_SEED,
+    GenerationRequest,
+    InvalidRequest,
+    MediaLimits,
+    read_audio,
+    read_image,
+    read_video_tail,
+)
 
 from .errors import InvalidParameter, MalformedRequest
 
@@ -28,7 +35,7 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]+(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class GenerationParams(_Model):
@@ -37,7 +44,9 @@ class GenerationParams(_Model):
     prompt: str = Field(description="What the video shows.")
     negative_prompt: str = Field("", description="What to steer away from (with guidance).")
     model: str | None = Field(None, description="Model id (see /v1/models); the loaded one.")
-    seed: int | None = Field(None, description="Noise seed; random when left out.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Noise seed; random when left out."
+    )
     width: int | None = Field(None, description="Frame width (pixels).")
     height: int | None = Field(None, description="Frame height (pixels).")
     size: str | None = Field(None, description='"WxH" (pixels); instead of width and height.')
@@ -237,8 +246,26 @@ def parse_size(size: str, param: str = "size") -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def to_generation_request(params: GenerationParams) -> GenerationRequest:
-    """The pipeline request for `params`; decodes media (CPU work: call it off the loop)."""
+def to_generation_request(
+    params: GenerationParams,
+    limits: MediaLimits | None = None,
+    default_overlap: int | None = None,
+) -> GenerationRequest:
+    """The pipeline request for `params`; decodes media (CPU work: call it off the loop),
+    checked by their headers against `limits` first. Of a video to extend only the frames
+    the first segment conditions on are decoded: `overlap_frames`, else `default_overlap`
+    (the backend's), else all of them."""
+    try:
+        return _generation_request(params, limits, default_overlap)
+    except InvalidRequest as exc:
+        raise InvalidParameter(exc.message, param=exc.param) from exc
+
+
+def _generation_request(
+    params: GenerationParams, limits: MediaLimits | None, default_overlap: int | None
+) -> GenerationRequest:
+    overlap = params.overlap_frames if params.overlap_frames is not None else default_overlap
+    keep = None if overlap is None else max(1, overlap)
     width, height = params.width, params.height
     if params.size is not None:
         if width is not None or height is not None:
@@ -264,10 +291,16 @@ def to_generation_request(params: GenerationParams) -> GenerationRequest:
         segment_frames=params.segment_frames,
         overlap_frames=params.overlap_frames,
         reference_image=(
-            decode_image(params.reference_image) if params.reference_image is not None else None
+            decode_image(params.reference_image, limits=limits)
+            if params.reference_image is not None
+            else None
         ),
         extend_video=(
-            decode_video(params.extend_video) if params.extend_video is not None else None
+            read_video_tail(
+                decode_base64(params.extend_video, "extend_video"), keep=keep, limits=limits
+            )
+            if params.extend_video is not None
+            else None
         ),
         audio=read_audio(decode_base64(params.audio, "audio"), "audio")
         if params.audio is not None
@@ -300,28 +333,8 @@ def decode_base64(text: str, param: str) -> bytes:
         raise InvalidParameter(f"{param} is not valid base64: {exc}", param=param) from exc
 
 
-def decode_image(text: str, param: str = "reference_image") -> np.ndarray:
+def decode_image(
+    text: str, param: str = "reference_image", limits: MediaLimits | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a base64 image (any format Pillow reads)."""
-    from PIL import Image, UnidentifiedImageError
-
-    data = decode_base64(text, param)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise InvalidParameter(f"{param} is not a readable image: {exc}", param=param) from exc
-
-
-def decode_video(text: str, param: str = "extend_video") -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB from a base64 video (any container FFmpeg reads)."""
-    import av
-
-    data = decode_base64(text, param)
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
-        raise InvalidParameter(f"{param} is not a readable video: {exc}", param=param) from exc
-    if not frames:
-        raise InvalidParameter(f"{param} has no video frames", param=param)
-    return np.stack(frames)
+    return read_image(decode_base64(text, param), param, limits)

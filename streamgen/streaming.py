@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import Any
 
 from .broker.base import BacklogTrimmed, BrokerError, Event, SubscriberOverflow, Subscription
-from .errors import BacklogGone, ServiceUnavailable, SlowConsumer
+from .errors import BacklogGone, InvalidParameter, ServiceUnavailable, SlowConsumer
 from .jobs import Job, JobManager
+from .jobs.log import log_tail
 
 _TRIM_RETRIES = 3
 _MAX_BATCH = 64  # events joined into one write for a subscriber that is behind
@@ -88,6 +89,7 @@ class Follower:
         broker, job_id = self.manager.broker, self.job.id
         from_seq = self.from_seq
         try:
+            await self._check_not_past_end()
             if self.job.finished and await broker.start_event(job_id) is None:
                 raise BacklogGone(
                     f"the events of job {job_id} expired from the backlog",
@@ -109,6 +111,18 @@ class Follower:
             )
         except BrokerError as exc:
             raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
+
+    async def _check_not_past_end(self) -> None:
+        """A resume point past the job's next event would wait for events that may never
+        come (422); the job record may lag its log, so the log has the last word."""
+        if self.from_seq <= self.job.next_seq:
+            return
+        next_seq, _ = await log_tail(self.manager.broker, self.job.id, self.job.last_seq)
+        if self.from_seq > next_seq:
+            raise InvalidParameter(
+                f"from_seq {self.from_seq} is past job {self.job.id}'s next event ({next_seq})",
+                param="from_seq",
+            )
 
     async def __aenter__(self) -> Follower:
         return await self.open()

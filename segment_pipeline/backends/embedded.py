@@ -49,7 +49,7 @@ class EmbeddedGenerator(SegmentedGenerator):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(backend="embedded", model_path=str(self.model_path))
+        info.update(backend="embedded", weights=Path(self.model_path).name)
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:

@@ -95,7 +95,7 @@ class LTXGenerator(SegmentedGenerator):
         info = super().describe()
         info.update(
             backend="ltx",
-            model_path=str(self.model_path),
+            weights=Path(self.model_path).name,  # its directory, not where it lies on disk
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
         )

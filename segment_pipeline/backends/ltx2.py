@@ -97,7 +97,7 @@ class LTX2Generator(SegmentedGenerator):
         info = super().describe()
         info.update(
             backend="ltx2",
-            model_path=str(self.model_path),
+            weights=Path(self.model_path).name,  # its directory, not where it lies on disk
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
             audio_sample_rate=self.audio_rate,

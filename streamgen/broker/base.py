@@ -35,6 +35,7 @@ import msgpack
 
 TERMINAL_TYPES = frozenset({"complete", "error"})
 EVENT_TYPES = frozenset({"start", "queued", "progress", "segment", "complete", "error"})
+MAX_SEQ = 2**53 - 1  # the highest seq a client may name: exact in JSON numbers everywhere
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from segment_pipeline import (
     load_generator,
     read_audio,
 )
-from segment_pipeline.request import load_image, load_video
+from segment_pipeline.media import MediaLimits, read_image, read_video_tail
 
 from ..config import ConfigError, Settings, load_settings
 
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         generator = load_generator(
             settings.backend, settings.model_path, limits=settings.limits, device=settings.device
         )
-        job = SegmentPipeline(generator, settings.encoder_options).open(_request(args))
+        request = _request(args, generator.defaults.overlap_frames, settings.media_limits)
+        job = SegmentPipeline(generator, settings.encoder_options).open(request)
     except (PipelineError, ConfigError) as exc:
         return _fail(exc)
     return _write(job, args)
@@ -90,7 +91,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _request(args: argparse.Namespace) -> GenerationRequest:
+def _request(
+    args: argparse.Namespace, default_overlap: int, limits: MediaLimits
+) -> GenerationRequest:
+    """The request `args` ask for; of a video to extend, only the frames the first segment
+    conditions on are decoded (its overlap)."""
+    keep = max(1, args.overlap_frames if args.overlap_frames is not None else default_overlap)
     return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -105,8 +111,12 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         guidance_scale=args.guidance_scale,
         segment_frames=args.segment_frames,
         overlap_frames=args.overlap_frames,
-        reference_image=load_image(args.reference_image) if args.reference_image else None,
-        extend_video=load_video(args.extend_video) if args.extend_video else None,
+        reference_image=read_image(args.reference_image, limits=limits)
+        if args.reference_image
+        else None,
+        extend_video=read_video_tail(args.extend_video, keep=keep, limits=limits)
+        if args.extend_video
+        else None,
         audio=_load_audio(args.audio) if args.audio else None,
         audio_scale=args.audio_scale,
     )

@@ -177,7 +177,7 @@ class JobManager:
                 await publish(self.broker, job, start_payload(job))
                 if notice is not None:
                     await publish(self.broker, job, notice)
-            except BrokerError:
+            except BaseException:  # no job is left behind that nobody could end
                 await self.store.discard(job)
                 raise
             await self.store.enqueue(job)

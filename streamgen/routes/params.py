@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+from streamgen.broker.base import MAX_SEQ
 from streamgen.errors import InvalidParameter
+
+_MAX_DIGITS = 64
 
 # What a text subscriber may ask for in segment events (`?payload=`): both forms, only the
 # continuous fragment (an MSE player), or only the self-contained segment (a file saver).
@@ -36,10 +39,14 @@ def from_seq_of(last_event_id: str | None, from_seq: str | None) -> int:
 
 
 def _integer(text: str, param: str, *, minimum: int) -> int:
+    if len(text) > _MAX_DIGITS:
+        raise InvalidParameter(f"{param} must be at most {MAX_SEQ}", param=param)
     try:
         value = int(text.strip())
     except ValueError as exc:
         raise InvalidParameter(f"{param} must be an integer, got {text!r}", param=param) from exc
     if value < minimum:
         raise InvalidParameter(f"{param} must be at least {minimum}, got {value}", param=param)
+    if value > MAX_SEQ:
+        raise InvalidParameter(f"{param} must be at most {MAX_SEQ}, got {value}", param=param)
     return value

@@ -3,10 +3,11 @@ MP4 file, each built on a `Follower` of the job."""
 
 from __future__ import annotations
 
-from quart import Response, send_file
+from quart import Response, request, send_file
+from werkzeug.datastructures import Range
 
 from streamgen.broker.base import Event
-from streamgen.errors import SlowConsumer
+from streamgen.errors import RangeNotSatisfiable, SlowConsumer
 from streamgen.jobs import Job
 from streamgen.streaming import Follower, Render, StreamBody, slow_consumer_fields
 from streamgen.transports import mp4, ndjson, sse
@@ -94,6 +95,21 @@ async def video_file_response(state: AppState, job: Job) -> Response:
     """The finished job's MP4 with Range support (206 for a byte range); 404 when it made
     no video, 410 when (scale-out) its segments are no longer in the backlog."""
     path = await state.manager.video_file(job)
+    _absolute_range(path.stat().st_size)
     response = await send_file(path, mimetype=mp4.CONTENT_TYPE, conditional=True)
     response.headers["Accept-Ranges"] = "bytes"
     return response
+
+
+def _absolute_range(size: int) -> None:
+    """Quart serves ``bytes=A-B`` and ``bytes=A-`` but not a suffix, ``bytes=-N`` (the last
+    N bytes, RFC 9110 14.1.1): the request's range becomes the absolute one it stands for
+    (the whole file when N is larger). A range that starts past the end is a 416."""
+    wanted = request.range
+    if wanted is None or wanted.units != "bytes" or len(wanted.ranges) != 1:
+        return
+    begin, end = wanted.ranges[0]
+    if begin < 0 and end is None:
+        request.range = Range("bytes", [(max(0, size + begin), None)])
+    elif begin >= size:
+        raise RangeNotSatisfiable(f"the file is {size} bytes; bytes from {begin} on", length=size)

@@ -24,7 +24,12 @@ async def submit(
     manager = state.manager
     await manager.admit(params.model, live=live)
     try:
-        request = await asyncio.to_thread(to_generation_request, params)
+        request = await asyncio.to_thread(
+            to_generation_request,
+            params,
+            state.settings.media_limits,
+            manager.pipeline.generator.defaults.overlap_frames,
+        )
     except PipelineError as exc:
         raise from_pipeline_error(exc) from exc
     return await manager.submit(

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from quart import Blueprint, request
 
-from streamgen.errors import MalformedRequest
+from streamgen.errors import MalformedRequest, UnsupportedMediaType
 
 F = TypeVar("F", bound=Callable[..., Any])
+REFUSED_TYPES = frozenset({"text/plain"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ async def read_params() -> Any:
     empty or not JSON, 413 when too large."""
     if request.mimetype == "multipart/form-data":
         return await _read_form()
+    if request.mimetype in REFUSED_TYPES:
+        raise UnsupportedMediaType(
+            f"a {request.mimetype} body is not read here (a page on another site may send "
+            "one without asking); send application/json or multipart/form-data"
+        )
     data = await request.get_data(cache=False)
     if not data:
         raise MalformedRequest("the request body is empty; send a JSON object")
@@ -93,6 +99,8 @@ async def read_params() -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedRequest(f"the request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedRequest("the request body nests too deeply to read") from exc
 
 
 async def _read_form() -> dict[str, Any]:

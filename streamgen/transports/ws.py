@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from streamgen.broker.base import Event
+from streamgen.broker.base import MAX_SEQ, Event
 from streamgen.errors import InvalidParameter, MalformedRequest, ServiceError
 
 NORMAL = 1000
@@ -82,8 +82,8 @@ def _subscribe(payload: dict[str, Any]) -> Subscribe:
     job_id, from_seq = payload["subscribe"], payload.get("from_seq", 0)
     if not isinstance(job_id, str) or not job_id:
         raise InvalidParameter("subscribe must be a job id (string)", param="subscribe")
-    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0:
-        raise InvalidParameter("from_seq must be an integer >= 0", param="from_seq")
+    if isinstance(from_seq, bool) or not isinstance(from_seq, int) or not 0 <= from_seq <= MAX_SEQ:
+        raise InvalidParameter(f"from_seq must be an integer 0..{MAX_SEQ}", param="from_seq")
     return Subscribe(job_id, from_seq)
 
 

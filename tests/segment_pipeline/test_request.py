@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from segment_pipeline import GenerationRequest, InvalidRequest, Limits
-from segment_pipeline.request import GeneratorDefaults, load_image, resolve
+from segment_pipeline.media import read_image
+from segment_pipeline.request import GeneratorDefaults, resolve
 
 DEFAULTS = GeneratorDefaults()
 
@@ -86,7 +87,7 @@ def test_unreadable_image_is_invalid_request(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(InvalidRequest) as info:
-        load_image(bad)
+        read_image(bad)
     assert info.value.param == "reference_image"
     with pytest.raises(InvalidRequest):
-        load_image(tmp_path / "missing.png")
+        read_image(tmp_path / "missing.png")
