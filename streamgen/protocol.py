@@ -96,6 +96,13 @@ class GenerateRequest(GenerationParams):
     )
 
 
+class ImageReference(_Model):
+    """An image given by reference: only ``image_url`` as a data URL (or base64) is served."""
+
+    image_url: str | None = Field(None, description="A data: URL (or base64) of the image.")
+    file_id: str | None = Field(None, description="Not served: this server keeps no files.")
+
+
 class VideoCreateRequest(_Model):
     """`POST /v1/videos` (OpenAI-style)."""
 
@@ -103,6 +110,18 @@ class VideoCreateRequest(_Model):
     model: str | None = None
     seconds: float | str | None = Field(None, description="Video length (seconds).")
     size: str | None = Field(None, description='"WxH" (pixels).')
+    input_reference: str | ImageReference | None = Field(
+        None,
+        description="An image that becomes frame 0: a multipart file, base64 or a data URL, "
+        'or {"image_url": data URL}.',
+        repr=False,
+    )
+
+
+class VideoRemixRequest(_Model):
+    """`POST /v1/videos/{video_id}/remix`: the same video's settings and seed, a new prompt."""
+
+    prompt: str
 
 
 class ErrorBody(BaseModel):
@@ -169,6 +188,23 @@ class VideoObject(BaseModel):
     seconds: str
     size: str
     error: ErrorBody | None
+    remixed_from_video_id: str | None = None
+
+
+class VideoList(BaseModel):
+    """`GET /v1/videos`: a page of videos, newest first unless ``order=asc``."""
+
+    object: Literal["list"] = "list"
+    data: list[VideoObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
 
 
 class StreamInfo(BaseModel):
@@ -320,8 +356,36 @@ def video_params(request: VideoCreateRequest) -> GenerationParams:
                 f"seconds must be a number, got {request.seconds!r}", param="seconds"
             ) from exc
     return GenerationParams.model_validate(
-        {"prompt": request.prompt, "model": request.model, "seconds": seconds, "size": request.size}
+        {
+            "prompt": request.prompt,
+            "model": request.model,
+            "seconds": seconds,
+            "size": request.size,
+            "reference_image": _reference_image(request.input_reference),
+        }
     )
+
+
+def _reference_image(reference: str | ImageReference | None) -> str | None:
+    """The base64 (or data URL) image an OpenAI-style `input_reference` stands for."""
+    if reference is None or isinstance(reference, str):
+        return reference
+    if reference.file_id is not None:
+        raise InvalidParameter(
+            "input_reference.file_id: this server keeps no files; send the image itself "
+            "(a multipart file, or image_url as a data URL)",
+            param="input_reference",
+        )
+    url = reference.image_url
+    if url is None:
+        raise InvalidParameter("input_reference needs image_url", param="input_reference")
+    if url.lower().startswith(("http://", "https://")):
+        raise InvalidParameter(
+            "input_reference.image_url: this server fetches nothing from the network; send "
+            "the image as a data URL or a multipart file",
+            param="input_reference",
+        )
+    return url
 
 
 def decode_base64(text: str, param: str) -> bytes:

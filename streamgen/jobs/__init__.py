@@ -20,7 +20,7 @@ from .log import publish, publish_terminal
 from .manager import JobManager
 from .record import FINISHED, Job, JobStatus
 from .redis_store import RedisJobStore
-from .store import CancelOutcome, JobStore, MemoryJobStore
+from .store import CancelOutcome, JobPage, JobStore, MemoryJobStore
 from .worker import Worker
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "CancelOutcome",
     "Job",
     "JobManager",
+    "JobPage",
     "JobStatus",
     "JobStore",
     "MemoryJobStore",

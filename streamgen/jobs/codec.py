@@ -29,6 +29,7 @@ def new_record(job: Job) -> dict[str, Any]:
         "priority": job.priority,
         "request_scoped": "1" if job.request_scoped else "0",
         "live": "1" if job.live else "0",
+        "remixed_from": job.remixed_from or "",
         "created_at": repr(job.created_at),
         "max_attempts": job.max_attempts,
         "status": "queued",
@@ -70,6 +71,7 @@ def job_from_view(job_id: str, values: list[Any]) -> Job:
         priority=int(view["priority"]),
         request_scoped=view["request_scoped"] == b"1",
         live=view["live"] == b"1",
+        remixed_from=text(view["remixed_from"]) or None,
         created_at=float(view["created_at"]),
         max_attempts=int(view["max_attempts"] or 1),
     )

@@ -36,13 +36,14 @@ from ..errors import (
 )
 from ..events import ErrorPayload, QueuedPayload
 from .load import WorkerLoad, estimated_start
-from .log import assemble_video, publish, publish_terminal, start_payload
+from .log import assemble_video, log_tail, publish, publish_terminal, start_payload
 from .record import Job
-from .store import JobStore
+from .store import JobPage, JobStore
 
 log = logging.getLogger(__name__)
 
 QUEUE_NOTICE_S = 0.5  # a job expected to wait at least this long gets a `queued` event
+DELETE_WAIT_S = 30.0  # a deleted job that is running gets this long to stop
 
 
 class JobManager:
@@ -140,6 +141,7 @@ class JobManager:
         priority: int = 0,
         request_scoped: bool,
         live: bool = False,
+        remixed_from: str | None = None,
     ) -> Job:
         """Check `request`, queue a job for it and publish its `start` event (and, when no
         worker has room for it now, a `queued` event with its estimated start).
@@ -165,6 +167,7 @@ class JobManager:
             priority=priority,
             request_scoped=request_scoped,
             live=live,
+            remixed_from=remixed_from,
             video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
             leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
@@ -198,6 +201,42 @@ class JobManager:
         if outcome == "queued":
             terminal = ErrorPayload(code=code, message=message, param=None)
             await publish_terminal(self.broker, self.store, job, terminal)
+
+    async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
+        """A page of jobs in creation order (see `JobStore.page`)."""
+        try:
+            return await self.store.page(after, limit, newest_first)
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
+
+    async def delete(self, job: Job, wait_s: float = DELETE_WAIT_S) -> None:
+        """Forget `job`: its record, its file and its events. One that has not ended is
+        cancelled first (it stops within one denoising step) and deleted once it has;
+        `Conflict` (409) when it has not stopped within `wait_s` seconds."""
+        try:
+            if not job.finished:
+                with contextlib.suppress(Conflict):  # it ended meanwhile
+                    await self.cancel(job, "cancelled", "the job was deleted")
+                await self._until_ended(job, wait_s)
+            await self.store.delete(job)
+            await self.broker.drop(job.id)
+        except BrokerError as exc:
+            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
+
+    async def _until_ended(self, job: Job, wait_s: float) -> None:
+        """Until `job`'s terminal event is published (its state is final by then)."""
+        next_seq, ended = await log_tail(self.broker, job.id, job.last_seq)
+        if ended:
+            return
+        try:
+            async with asyncio.timeout(wait_s):
+                async with self.broker.subscribe(job.id, next_seq, max_pending=1024) as events:
+                    async for event in events:
+                        if event.terminal:
+                            return
+        except TimeoutError:
+            pass
+        raise Conflict(f"job {job.id} is still stopping; delete it again shortly", param="job_id")
 
     def acquire(self, job: Job) -> None:
         """One more subscriber holds `job` (request-scoped jobs only run while one does;

@@ -45,7 +45,7 @@ from .log import start_payload
 from .record import Job, cancel_error
 from .redis_reaper import Reaper
 from .redis_schema import SCORE_BASE, VIEW_FIELDS, JobsRedis, RedisKeys
-from .store import ANY, Accept, CancelOutcome, JobStore, wait_any
+from .store import ANY, Accept, CancelOutcome, JobPage, JobStore, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +172,60 @@ class RedisJobStore(JobStore):
             raise ServiceError(f"job id {job.id} is already taken")
         self._queued_here[job.id] = record
         self._remember(job)
+        redis, score = self.redis.client(), {job.id: int(job.created_at * 1_000_000)}
+        await self.redis.command(f"index job {job.id}", lambda: redis.zadd(self.keys.index, score))
 
     async def discard(self, job: Job) -> None:
         self._queued_here.pop(job.id, None)
+        await self.delete(job)
+
+    async def delete(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
+        path = self._files.pop(job.id, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
         redis = self.redis.client()
-        await self.redis.command(
-            f"discard job {job.id}",
-            lambda: redis.delete(self.keys.job(job.id), self.keys.leases(job.id)),
+
+        async def forget() -> None:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.keys.job(job.id), self.keys.leases(job.id))
+                pipe.zrem(self.keys.index, job.id)
+                await pipe.execute()
+
+        await self.redis.command(f"delete job {job.id}", forget)
+
+    async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
+        redis, index = self.redis.client(), self.keys.index
+        start = 0
+        if after is not None:
+            rank_of = redis.zrevrank if newest_first else redis.zrank
+            rank: Any = await self.redis.command(f"find job {after}", lambda: rank_of(index, after))
+            if rank is None:
+                raise JobNotFound(after)
+            start = int(rank) + 1
+        jobs: list[Job] = []
+        gone: list[str] = []  # expired records still in the index
+        while len(jobs) <= limit:  # one more than the page says whether more follow
+            want = limit + 1 - len(jobs)
+            ids = await self._index_range(start, start + want - 1, newest_first)
+            start += len(ids)
+            for job_id in ids:
+                try:
+                    jobs.append(await self.get(job_id))
+                except JobNotFound:
+                    gone.append(job_id)
+            if len(ids) < want:
+                break
+        if gone:
+            await self.redis.command("prune the index", lambda: redis.zrem(index, *gone))
+        return JobPage(jobs[:limit], len(jobs) > limit)
+
+    async def _index_range(self, first: int, last: int, newest_first: bool) -> list[str]:
+        redis = self.redis.client()
+        ids = await self.redis.command(
+            "list jobs", lambda: redis.zrange(self.keys.index, first, last, desc=newest_first)
         )
+        return [text(job_id) for job_id in ids]
 
     async def enqueue(self, job: Job) -> None:
         self.broker.disown(job.id)  # the worker that takes it publishes from now on

@@ -49,6 +49,15 @@ class Accept:
 
 ANY = Accept()
 
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of jobs, and whether more follow it."""
+
+    jobs: list[Job]
+    has_more: bool
+
+
 CancelOutcome = Literal["queued", "running", "finished"]
 """What `cancel` found: a queued job (now cancelled: publish its terminal event), a running
 one (its worker was asked to stop), or a finished one (nothing done)."""
@@ -88,6 +97,15 @@ class JobStore(ABC):
     @abstractmethod
     async def counts(self) -> tuple[int, int]:
         """(queued, running) jobs."""
+
+    @abstractmethod
+    async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
+        """Up to `limit` jobs in creation order (newest first or oldest first), starting
+        after job `after` (None: from the start); `JobNotFound` when `after` is unknown."""
+
+    @abstractmethod
+    async def delete(self, job: Job) -> None:
+        """Forget a finished job: its record and its file (the caller drops its events)."""
 
     async def queued_here(self) -> list[Job]:
         """Jobs queued in this process (failed at shutdown); none for a shared store."""
@@ -207,6 +225,24 @@ class MemoryJobStore(JobStore):
 
     async def queued_here(self) -> list[Job]:
         return [job for job in self.jobs.values() if job.status == "queued"]
+
+    async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
+        ids = list(self.jobs)  # creation order
+        if newest_first:
+            ids.reverse()
+        start = 0
+        if after is not None:
+            if after not in self.jobs:
+                raise JobNotFound(after)
+            start = ids.index(after) + 1
+        chosen = ids[start : start + limit]
+        return JobPage([self.jobs[i] for i in chosen], start + limit < len(ids))
+
+    async def delete(self, job: Job) -> None:
+        self.jobs.pop(job.id, None)
+        self._places.pop(job.id, None)
+        if job.video_path is not None:
+            job.video_path.unlink(missing_ok=True)
 
     async def cancel(self, job: Job, code: str, message: str) -> CancelOutcome:
         if job.finished:

@@ -15,7 +15,12 @@ from .state import AppState
 
 
 async def submit(
-    state: AppState, params: GenerationParams, *, request_scoped: bool, live: bool = False
+    state: AppState,
+    params: GenerationParams,
+    *,
+    request_scoped: bool,
+    live: bool = False,
+    remixed_from: str | None = None,
 ) -> Job:
     """Queue a job for `params` (pydantic stops here: the job layer gets the plain
     `GenerationRequest`). The cheap checks (shutting down, model, queue) come before the
@@ -38,4 +43,5 @@ async def submit(
         priority=params.priority,
         request_scoped=request_scoped,
         live=live,
+        remixed_from=remixed_from,
     )

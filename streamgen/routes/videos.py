@@ -1,20 +1,35 @@
-"""OpenAI-style `/v1/videos`: a video object per job (create, retrieve, download)."""
+"""OpenAI-style `/v1/videos`: a video object per job (create, list, retrieve, remix,
+delete, download), shaped so the official `openai` SDK works against it unchanged: JSON or
+multipart bodies, `input_reference` as a file, cursor pages, the `openai-poll-after-ms` hint
+while a video is being made, and the content's ``variant`` (video, thumbnail, spritesheet)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, jsonify, request
 
-from streamgen.errors import Conflict
+from streamgen import previews
+from streamgen.errors import Conflict, InvalidParameter, NotFound
 from streamgen.jobs import Job
-from streamgen.protocol import ErrorResponse, VideoCreateRequest, VideoObject, parse, video_params
+from streamgen.protocol import (
+    ErrorResponse,
+    GenerationParams,
+    VideoCreateRequest,
+    VideoDeleted,
+    VideoList,
+    VideoObject,
+    VideoRemixRequest,
+    parse,
+    video_params,
+)
 from streamgen.transports import mp4
 
 from .responses import video_file_response
-from .state import app_state
+from .state import AppState, app_state
 from .submit import submit
-from .table import Reply, api_route, read_params
+from .table import Param, Reply, api_route, read_params
 from .views import error_body
 
 bp = Blueprint("videos", __name__)
@@ -45,6 +60,7 @@ def video_object(job: Job) -> dict[str, Any]:
         seconds="unbounded" if seconds is None else f"{seconds:g}",
         size=f"{request.width}x{request.height}",
         error=error_body(job.error),
+        remixed_from_video_id=job.remixed_from,
     ).model_dump()
 
 
@@ -63,6 +79,36 @@ def _percent(job: Job) -> int:
     return min(99, int(100 * (job.segments_done * steps + step) / (total * steps)))
 
 
+# Params named by the generation request that the video API calls otherwise.
+_FIELD_NAMES = {"width": "size", "height": "size", "reference_image": "input_reference"}
+PAGE_LIMIT, MAX_PAGE_LIMIT = 20, 100
+VARIANTS = ("video", "thumbnail", "spritesheet")
+
+
+def _poll_after_ms(job: Job) -> dict[str, str]:
+    """How long a poller should wait: about one segment's making while the video is made
+    (from the job's pace when known), nothing once it has ended."""
+    if job.finished:
+        return {}
+    req = job.request
+    segment_s = (req.segment_frames - req.overlap_frames) / req.fps
+    wait_s = segment_s / job.realtime_factor if job.realtime_factor else segment_s / 2
+    return {"openai-poll-after-ms": str(int(min(5.0, max(0.25, wait_s)) * 1000))}
+
+
+async def _submit_video(
+    state: AppState, params: GenerationParams, remixed_from: str | None = None
+) -> Response:
+    try:
+        job = await submit(state, params, request_scoped=False, remixed_from=remixed_from)
+    except InvalidParameter as exc:
+        name = _FIELD_NAMES.get(exc.param or "")
+        if name is None:
+            raise
+        raise InvalidParameter(f"{name}: {exc.message}", param=name) from exc
+    return jsonify(video_object(job)), 200, _poll_after_ms(job)  # type: ignore[return-value]
+
+
 @api_route(
     bp,
     "POST",
@@ -76,10 +122,51 @@ def _percent(job: Job) -> int:
     },
 )
 async def create_video() -> Response:
-    state = app_state()
     params = video_params(parse(VideoCreateRequest, await read_params()))
-    job = await submit(state, params, request_scoped=False)
-    return jsonify(video_object(job))
+    return await _submit_video(app_state(), params)
+
+
+@api_route(
+    bp,
+    "GET",
+    "/v1/videos",
+    summary="Videos, newest first (cursor pages: after, limit, order)",
+    replies={200: Reply(model=VideoList), 422: Reply(model=ErrorResponse)},
+    params=(
+        Param("after", "query", "the last id of the previous page", type="string"),
+        Param("limit", "query", f"videos a page, 1..{MAX_PAGE_LIMIT} ({PAGE_LIMIT})"),
+        Param("order", "query", "desc (newest first, the default) or asc", type="string"),
+    ),
+)
+async def list_videos() -> Response:
+    after = request.args.get("after") or None
+    limit = _page_limit(request.args.get("limit"))
+    order = request.args.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidParameter(f"order must be asc or desc, got {order!r}", param="order")
+    try:
+        page = await app_state().manager.page(after, limit, newest_first=order == "desc")
+    except NotFound as exc:
+        raise InvalidParameter(f"after: no video {after!r} here", param="after") from exc
+    data = [video_object(job) for job in page.jobs]
+    return jsonify(
+        VideoList(
+            data=[VideoObject.model_validate(video) for video in data],
+            first_id=data[0]["id"] if data else None,
+            last_id=data[-1]["id"] if data else None,
+            has_more=page.has_more,
+        ).model_dump()
+    )
+
+
+def _page_limit(text: str | None) -> int:
+    if text is None:
+        return PAGE_LIMIT
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+        raise InvalidParameter(
+            f"limit must be an integer 1..{MAX_PAGE_LIMIT}, got {text!r}", param="limit"
+        )
+    return int(text)
 
 
 @api_route(
@@ -90,16 +177,76 @@ async def create_video() -> Response:
     replies={200: Reply(model=VideoObject), 404: Reply(model=ErrorResponse)},
 )
 async def get_video(video_id: str) -> Response:
-    return jsonify(video_object(await app_state().manager.get(video_id)))
+    job = await app_state().manager.get(video_id)
+    return jsonify(video_object(job)), 200, _poll_after_ms(job)  # type: ignore[return-value]
+
+
+@api_route(
+    bp,
+    "DELETE",
+    "/v1/videos/<video_id>",
+    summary="Delete a video (one still being made is cancelled first)",
+    replies={
+        200: Reply(model=VideoDeleted),
+        404: Reply(model=ErrorResponse),
+        409: Reply(model=ErrorResponse, description="still stopping; try again"),
+    },
+)
+async def delete_video(video_id: str) -> Response:
+    manager = app_state().manager
+    await manager.delete(await manager.get(video_id))
+    return jsonify(VideoDeleted(id=video_id).model_dump())
+
+
+@api_route(
+    bp,
+    "POST",
+    "/v1/videos/<video_id>/remix",
+    summary="A new video with this one's settings and seed and a new prompt",
+    body=VideoRemixRequest,
+    replies={
+        200: Reply(model=VideoObject),
+        404: Reply(model=ErrorResponse),
+        422: Reply(model=ErrorResponse, description="a field is invalid"),
+        429: Reply(model=ErrorResponse, description="the queue is full"),
+    },
+)
+async def remix_video(video_id: str) -> Response:
+    state = app_state()
+    remix = parse(VideoRemixRequest, await read_params())
+    source = await state.manager.get(video_id)
+    return await _submit_video(state, remix_params(source, remix.prompt), remixed_from=source.id)
+
+
+def remix_params(source: Job, prompt: str) -> GenerationParams:
+    """`source`'s resolved settings and seed with `prompt` (its pictures are not kept)."""
+    req = source.request
+    return GenerationParams.model_validate(
+        {
+            "prompt": prompt,
+            "negative_prompt": req.negative_prompt,
+            "seed": req.seed,
+            "width": req.width,
+            "height": req.height,
+            "fps": req.fps,
+            "num_frames": req.total_frames,
+            "unbounded": req.total_frames is None,
+            "num_inference_steps": req.num_inference_steps,
+            "guidance_scale": req.guidance_scale,
+            "segment_frames": req.segment_frames,
+            "overlap_frames": req.overlap_frames,
+        }
+    )
 
 
 @api_route(
     bp,
     "GET",
     "/v1/videos/<video_id>/content",
-    summary="The finished video's MP4 (Range supported)",
+    summary="The finished video's MP4 (Range supported), or a thumbnail or spritesheet",
+    params=(Param("variant", "query", "video (default), thumbnail or spritesheet", "string"),),
     replies={
-        200: Reply(mp4.CONTENT_TYPE, description="the MP4"),
+        200: Reply(mp4.CONTENT_TYPE, description="the MP4 (a JPEG for the other variants)"),
         206: Reply(mp4.CONTENT_TYPE, description="a byte range"),
         404: Reply(model=ErrorResponse),
         409: Reply(model=ErrorResponse, description="not completed (yet)"),
@@ -107,6 +254,11 @@ async def get_video(video_id: str) -> Response:
 )
 async def video_content(video_id: str) -> Response:
     state = app_state()
+    variant = request.args.get("variant", "video")
+    if variant not in VARIANTS:
+        raise InvalidParameter(
+            f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant"
+        )
     job = await state.manager.get(video_id)
     if job.status != "completed":
         raise Conflict(
@@ -115,4 +267,8 @@ async def video_content(video_id: str) -> Response:
             param="video_id",
             code="video_not_ready" if not job.finished else "video_failed",
         )
-    return await video_file_response(state, job)
+    if variant == "video":
+        return await video_file_response(state, job)
+    path = await state.manager.video_file(job)
+    make = previews.thumbnail if variant == "thumbnail" else previews.spritesheet
+    return Response(await asyncio.to_thread(make, path), content_type=previews.CONTENT_TYPE)

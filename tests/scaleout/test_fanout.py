@@ -127,6 +127,32 @@ def test_cancel_on_b_stops_the_worker_running_a_job_from_a(cluster: Cluster) -> 
     asyncio.run(main())
 
 
+def test_videos_are_listed_and_deleted_on_any_replica(cluster: Cluster) -> None:
+    a, b = replicas(cluster)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            done_id = await submit(client, a.url, small_job())
+            assert (await wait_finished(client, a.url, done_id))["status"] == "completed"
+            running_id = await submit(client, a.url, UNBOUNDED)
+            await Follower(client, f"{a.url}/v1/jobs/{running_id}/events").segments(1)
+            page = (await client.get(f"{b.url}/v1/videos", params={"limit": 2})).json()
+            assert [v["id"] for v in page["data"]] == [running_id, done_id]  # newest first
+            assert (await client.get(f"{b.url}/v1/videos/{done_id}/content")).status_code == 200
+            for job_id in (running_id, done_id):  # the running one is stopped, then deleted
+                deleted = await client.delete(f"{b.url}/v1/videos/{job_id}")
+                assert deleted.status_code == 200 and deleted.json()["deleted"], deleted.text
+                for replica in (a, b):
+                    gone = await client.get(f"{replica.url}/v1/videos/{job_id}")
+                    assert gone.status_code == 404
+                    events = await client.get(f"{replica.url}/v1/jobs/{job_id}/events")
+                    assert events.status_code == 404
+            listed = (await client.get(f"{a.url}/v1/videos", params={"limit": 100})).json()
+            assert not {running_id, done_id} & {v["id"] for v in listed["data"]}
+
+    asyncio.run(main())
+
+
 def test_generate_on_an_api_only_replica_answers_with_the_whole_video(cluster: Cluster) -> None:
     _, b = replicas(cluster)
     response = httpx.post(f"{b.url}/generate", json=small_job(seed=21), timeout=120)
