@@ -70,6 +70,7 @@ class Settings:
     backlog_ttl_seconds: float = 3600.0
     max_backlog_bytes: int = 256 * MiB
     graceful_timeout_seconds: float = 10.0
+    write_timeout_seconds: float = 30.0  # a client that reads nothing this long is cut off
     resume_grace_seconds: float = 10.0  # a cut-off request-scoped stream may resume this long
     max_finished_jobs: int = 1000  # finished jobs (and their MP4 files) kept for queries
     jobs_dir: str | None = None  # where job MP4s are written; a temporary directory if None

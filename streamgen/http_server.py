@@ -4,6 +4,11 @@ and HTTP/2 over TLS when a certificate is given.
 `serve(app, settings, stop)` runs until `stop` is set, then drains the app (running jobs
 finish or get an `error` event while their streams are still open) before Hypercorn closes
 the connections.
+
+Every write to a client has `write_timeout_seconds` to go out (`WriteTimeout`): a client
+that stops reading fills its socket's buffers, the write waits, and when the time is up the
+connection is cut. Its stream then lets go of its job like any closed stream (a
+request-scoped job with no other reader is cancelled after `resume_grace_seconds`).
 """
 
 from __future__ import annotations
@@ -11,13 +16,51 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart import Quart
 
 from .app import drain
 from .config import Settings
+
+log = logging.getLogger(__name__)
+_TIMED = frozenset({"http.response.body", "websocket.send"})
+
+
+class ClientStalled(Exception):
+    """A client read nothing for `write_timeout_seconds` while a write waited for it."""
+
+
+class WriteTimeout:
+    """ASGI middleware: a response body or WebSocket message that cannot be written within
+    `timeout_s` (the client stopped reading) ends the app's handling of that connection
+    with `ClientStalled`, and the server closes it."""
+
+    def __init__(self, app: Any, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+
+        async def timed_send(message: ASGISendEvent) -> None:
+            if message["type"] not in _TIMED:
+                return await send(message)
+            try:
+                await asyncio.wait_for(send(message), self.timeout_s)
+            except TimeoutError:
+                client = scope.get("client")
+                log.info("cut off %s %s: it read nothing for %g s",
+                         client, scope.get("path"), self.timeout_s)  # fmt: skip
+                raise ClientStalled(f"no write for {self.timeout_s} s") from None
+
+        await self.app(scope, receive, timed_send)
 
 
 def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> Config:
@@ -50,4 +93,7 @@ async def serve(
         await stop.wait()
         await drain(app)
 
-    await hypercorn_serve(app, hypercorn_config(settings, sock), shutdown_trigger=shutdown_trigger)
+    timed = WriteTimeout(app, settings.write_timeout_seconds)
+    await hypercorn_serve(
+        timed, hypercorn_config(settings, sock), shutdown_trigger=shutdown_trigger
+    )
