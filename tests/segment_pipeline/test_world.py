@@ -146,12 +146,18 @@ def test_quality_metrics_score_ground_truth_fully() -> None:
         ]
         decoded = encode_decode(segments, WORLD.fps)
         assert decoded.shape == clip.frames.shape
+        moving = {"start_third": True} if spec.direction != "still" else {}
         assert score_clip(spec, decoded, WORLD.fps) == {
             "colour": True,
             "shape": True,
             "background": True,
             "direction": True,
+            **moving,
         }
+        if spec.direction in ("left", "right"):  # it starts where the other heading ends
+            other = "left" if spec.direction == "right" else "right"
+            flipped = SceneSpec(spec.shape, spec.colour, spec.background, other)
+            assert score_clip(flipped, decoded, WORLD.fps)["start_third"] is False
         assert drift_fraction(spec, decoded) == 1.0
         seam, inside = seam_moves(decoded, starts[1:])
         assert len(seam) == len(starts) - 1
