@@ -82,6 +82,9 @@ class Settings:
     worker_dead_after_seconds: float = 10.0
     worker_retry_failed_jobs: bool = False
     redis_key_prefix: str = "streamgen"  # namespace of every key and channel in Redis
+    # Observability
+    log_format: str = "text"  # "text" or "json" (one JSON object a line)
+    metrics_port: int = 0  # `streamgen worker`: serve /metrics on this port (0: none)
 
     @property
     def limits(self) -> Limits:

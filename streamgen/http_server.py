@@ -8,7 +8,10 @@ the connections.
 Every write to a client has `write_timeout_seconds` to go out (`WriteTimeout`): a client
 that stops reading fills its socket's buffers, the write waits, and when the time is up the
 connection is cut. Its stream then lets go of its job like any closed stream (a
-request-scoped job with no other reader is cancelled after `resume_grace_seconds`).
+request-scoped job with no other reader is cancelled).
+
+Around both, `RequestLog` (`streamgen.observability`) names each request, logs it and
+counts it.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from quart import Quart
+from werkzeug.exceptions import HTTPException
 
 from .app import drain
 from .config import Settings
+from .observability import STALLED_CLIENTS, RequestLog
 
 log = logging.getLogger(__name__)
 _TIMED = frozenset({"http.response.body", "websocket.send"})
@@ -58,6 +64,7 @@ class WriteTimeout:
                 client = scope.get("client")
                 log.info("cut off %s %s: it read nothing for %g s",
                          client, scope.get("path"), self.timeout_s)  # fmt: skip
+                STALLED_CLIENTS.inc()
                 raise ClientStalled(f"no write for {self.timeout_s} s") from None
 
         await self.app(scope, receive, timed_send)
@@ -84,6 +91,21 @@ def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> C
     return config
 
 
+def route_namer(app: Quart) -> Callable[[str, str], str]:
+    """`route_of(method, path)`: the route's template (``/v1/jobs/<job_id>``), a bounded
+    label for metrics; "unmatched" for paths no route takes."""
+    adapter = app.url_map.bind("streamgen")
+
+    def route_of(method: str, path: str) -> str:
+        try:
+            rule, _ = adapter.match(path, method=method, return_rule=True)
+        except HTTPException:
+            return "unmatched"
+        return str(rule.rule)
+
+    return route_of
+
+
 async def serve(
     app: Quart, settings: Settings, stop: asyncio.Event, sock: socket.socket | None = None
 ) -> None:
@@ -93,7 +115,7 @@ async def serve(
         await stop.wait()
         await drain(app)
 
-    timed = WriteTimeout(app, settings.write_timeout_seconds)
+    timed = RequestLog(WriteTimeout(app, settings.write_timeout_seconds), route_namer(app))
     await hypercorn_serve(
         timed, hypercorn_config(settings, sock), shutdown_trigger=shutdown_trigger
     )

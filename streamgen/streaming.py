@@ -20,6 +20,7 @@ from .broker.base import BacklogTrimmed, BrokerError, Event, SubscriberOverflow,
 from .errors import BacklogGone, InvalidParameter, ServiceUnavailable, SlowConsumer
 from .jobs import Job, JobManager
 from .jobs.log import log_tail
+from .observability import SLOW_CONSUMERS, SUBSCRIBERS
 
 _TRIM_RETRIES = 3
 _MAX_BATCH = 64  # events joined into one write for a subscriber that is behind
@@ -83,6 +84,7 @@ class Follower:
         except BaseException:
             self.release()
             raise
+        SUBSCRIBERS.inc()
         return self
 
     async def _subscribe(self) -> Subscription:
@@ -150,6 +152,7 @@ class Follower:
                 yield batch
         except SubscriberOverflow as exc:
             self.cut_off = True
+            SLOW_CONSUMERS.inc()
             yield [SlowConsumer(self.job.id, exc.last_seq + 1, exc.bound)]
         finally:
             await batches.aclose()
@@ -174,6 +177,7 @@ class Follower:
         try:
             if self._subscription is not None:
                 subscription, self._subscription = self._subscription, None
+                SUBSCRIBERS.dec()
                 await subscription.__aexit__(None, None, None)
         finally:
             self.release()

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..observability import REDIS_RETRIES
 from .base import BrokerClosed, BrokerUnavailable
 
 T = TypeVar("T")
@@ -80,6 +81,7 @@ async def retrying(
                 raise BrokerUnavailable(
                     f"cannot {what}: {where} unreachable for {timeout_s} s ({exc})"
                 ) from exc
+        REDIS_RETRIES.inc()
         if on_retry is not None:
             on_retry()
         await asyncio.sleep(backoff_s)  # backoff between attempts, not a sync wait

@@ -13,6 +13,7 @@ from typing import Any
 from segment_pipeline import BACKENDS
 
 from ..config import ConfigError, Settings, load_settings
+from ..observability import configure_logging
 from . import run_until_signalled
 
 
@@ -64,10 +65,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     try:
         settings = settings_from(args)
-    except ConfigError as exc:
+        configure_logging(args.log_level, settings.log_format)
+    except (ConfigError, ValueError) as exc:
         print(f"streamgen serve: error: {exc}", file=sys.stderr)
         return 2
     from ..app import create_app

@@ -17,11 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from segment_pipeline import BACKENDS
 
 from ..broker.redis_ops import redact
 from ..config import ConfigError, Settings, load_settings
 from ..jobs import RedisJobStore
+from ..observability import REGISTRY, configure_logging
 from ..runtime import check_role, open_runtime
 from . import run_until_signalled
 
@@ -65,10 +68,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     try:
         settings = settings_from(args)
-    except ConfigError as exc:
+        configure_logging(args.log_level, settings.log_format)
+    except (ConfigError, ValueError) as exc:
         print(f"streamgen worker: error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -86,6 +89,8 @@ async def serve_worker(
     """Run a worker until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
     stop = stop or run_until_signalled()
     runtime = await open_runtime(settings, role="worker", worker_id=worker_id)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, registry=REGISTRY)
     try:
         store, worker = runtime.store, runtime.worker
         assert isinstance(store, RedisJobStore) and worker is not None

@@ -27,6 +27,7 @@ from ..events import (
     payload_of,
     to_data,
 )
+from ..observability import job_event
 from .record import Job
 from .store import JobStore
 
@@ -41,6 +42,7 @@ async def publish(broker: Broker, job: Job, payload: Payload) -> None:
         await broker.publish(Event(job.id, job.next_seq, payload.type, data))
         job.next_seq += 1
     track(job, payload)
+    job_event(job.created_at, data, payload.type, job.realtime_factor)
 
 
 async def publish_terminal(broker: Broker, store: JobStore, job: Job, payload: Terminal) -> None:

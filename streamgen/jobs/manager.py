@@ -35,6 +35,7 @@ from ..errors import (
     from_pipeline_error,
 )
 from ..events import ErrorPayload, QueuedPayload
+from ..observability import JOB_ID
 from .load import WorkerLoad, estimated_start
 from .log import assemble_video, log_tail, publish, publish_terminal, start_payload
 from .record import Job
@@ -84,7 +85,9 @@ class JobManager:
     # Queries ------------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job:
         """The job (its state as fresh as the store has it); `JobNotFound` (404) if unknown."""
-        return await self.store.get(job_id)
+        job = await self.store.get(job_id)
+        JOB_ID.set(job.id)  # the rest of the request logs with it
+        return job
 
     async def counts(self) -> tuple[int, int]:
         """(queued, running) jobs: this process's, or the whole cluster's with Redis."""
@@ -172,6 +175,7 @@ class JobManager:
             leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
         )
+        JOB_ID.set(job_id)
         notice = await self._queue_notice(live, queued)
         job.estimated_start_at = None if notice is None else notice.estimated_start_at
         try:

@@ -1,4 +1,4 @@
-"""`GET /health`, `GET /v1/models` and `GET /openapi.json`."""
+"""`GET /health`, `GET /metrics`, `GET /v1/models` and `GET /openapi.json`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import asdict
 from quart import Blueprint, Response, jsonify
 
 from streamgen import __version__
+from streamgen.observability import QUEUE_DEPTH, RUNNING_JOBS, RUNNING_STREAMS, render_metrics
 from streamgen.openapi import build_openapi
 from streamgen.protocol import HealthResponse, ModelCard, ModelList, StreamInfo, WorkerInfo
 
@@ -55,6 +56,23 @@ async def health() -> tuple[Response, int]:
         workers=workers,
     )
     return jsonify(body.model_dump()), 200 if manager.accepting else 503
+
+
+@api_route(
+    bp,
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics: requests, queue, streams, segment times, cut-offs, outcomes",
+    replies={200: Reply("text/plain", description="the Prometheus text format")},
+)
+async def metrics() -> Response:
+    manager = app_state().manager
+    queued, running = await manager.counts()
+    QUEUE_DEPTH.set(queued)
+    RUNNING_JOBS.set(running)
+    RUNNING_STREAMS.set(sum(load.live_streams for load in await manager.loads()))
+    body, content_type = render_metrics()
+    return Response(body, content_type=content_type)
 
 
 @api_route(

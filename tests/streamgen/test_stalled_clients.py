@@ -1,5 +1,5 @@
 """Clients that stop reading: a write that cannot go out within `write_timeout_seconds` cuts
-the connection, and the request-scoped job it held is cancelled after the resume grace,
+the connection, and the request-scoped job it held is cancelled as for any disconnect,
 where before it generated on for as long as the socket stayed open."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from streamgen.observability import REGISTRY
 from tests.server import ServerThread
 
 WRITE_TIMEOUT_S = 1.0
@@ -77,6 +78,7 @@ def _ended(server: ServerThread, job_id: str, timeout_s: float) -> dict[str, obj
 def test_a_stream_whose_client_stops_reading_is_cut_and_its_job_cancelled(
     server: ServerThread,
 ) -> None:
+    cut_before = _stalled_cutoffs()
     sock = _stalled_request(server, "POST", "/generate-stream", json.dumps(UNBOUNDED).encode())
     try:
         job_id = _headers(sock)["x-job-id"]
@@ -88,8 +90,13 @@ def test_a_stream_whose_client_stops_reading_is_cut_and_its_job_cancelled(
         # buffers first (well under the 30 s this waited at most).
         assert time.monotonic() - stalled_at < 15
         assert _closed_by_server(sock, timeout_s=10)
+        assert _stalled_cutoffs() == cut_before + 1  # counted in /metrics
     finally:
         sock.close()
+
+
+def _stalled_cutoffs() -> float:
+    return REGISTRY.get_sample_value("streamgen_stalled_client_cutoffs_total") or 0.0
 
 
 def test_a_follower_that_stops_reading_lets_go_of_an_offline_job(server: ServerThread) -> None:

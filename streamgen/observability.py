@@ -1,0 +1,241 @@
+"""What an operator sees: Prometheus metrics, an access log, and JSON logs that name the
+request and the job.
+
+- Metrics live in `REGISTRY` (one per process; with ``PROMETHEUS_MULTIPROC_DIR`` set,
+  prometheus_client's multi-process mode, and `/metrics` sums every process). The job layer
+  reports through `job_event` (every event a worker publishes), the HTTP edge through
+  `RequestLog` (every request) and the streaming code through the counters below.
+- `RequestLog` (ASGI middleware) gives each request an id (``X-Request-Id``: the client's,
+  or a new one), times it, counts its bytes, and writes one access-log line when it ends
+  (logger ``streamgen.access``).
+- `JsonFormatter` writes one JSON object a line with the request id and job id of the
+  context the line was logged in (`log_format: json`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from typing import Any
+
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+access_log = logging.getLogger("streamgen.access")
+_JOB_IN_PATH = re.compile(r"\bjob_[0-9a-f]{20}\b")
+
+REGISTRY = CollectorRegistry()
+_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+REQUESTS = Counter(
+    "streamgen_http_requests", "HTTP requests by route, method and status",
+    ["route", "method", "status"], registry=REGISTRY,
+)  # fmt: skip
+BYTES_SENT = Counter(
+    "streamgen_http_sent_bytes", "Response body bytes sent, by route", ["route"],
+    registry=REGISTRY,
+)  # fmt: skip
+QUEUE_DEPTH = Gauge(
+    "streamgen_queue_depth", "Jobs waiting for a worker", registry=REGISTRY,
+    multiprocess_mode="max",
+)  # fmt: skip
+RUNNING_JOBS = Gauge(
+    "streamgen_running_jobs", "Jobs being generated", registry=REGISTRY, multiprocess_mode="max"
+)
+RUNNING_STREAMS = Gauge(
+    "streamgen_running_streams", "Live streams being generated", registry=REGISTRY,
+    multiprocess_mode="max",
+)  # fmt: skip
+SUBSCRIBERS = Gauge(
+    "streamgen_subscribers", "Open event streams (SSE, NDJSON, MP4, WebSocket)",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)  # fmt: skip
+FIRST_SEGMENT = Histogram(
+    "streamgen_time_to_first_segment_seconds", "From a job's creation to its first segment",
+    registry=REGISTRY, buckets=_SECONDS,
+)  # fmt: skip
+GENERATE_SECONDS = Histogram(
+    "streamgen_segment_generate_seconds", "Generating one segment", registry=REGISTRY,
+    buckets=_SECONDS,
+)  # fmt: skip
+ENCODE_SECONDS = Histogram(
+    "streamgen_segment_encode_seconds", "Encoding one segment", registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)  # fmt: skip
+REALTIME_FACTOR = Histogram(
+    "streamgen_realtime_factor", "A finished job's video seconds per wall second",
+    registry=REGISTRY, buckets=(0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10),
+)  # fmt: skip
+JOB_OUTCOMES = Counter(
+    "streamgen_jobs_finished", "Jobs that ended, by outcome (completed or the error code)",
+    ["outcome"], registry=REGISTRY,
+)  # fmt: skip
+SLOW_CONSUMERS = Counter(
+    "streamgen_slow_consumer_cutoffs", "Subscribers cut off for falling behind",
+    registry=REGISTRY,
+)  # fmt: skip
+STALLED_CLIENTS = Counter(
+    "streamgen_stalled_client_cutoffs", "Connections cut for reading nothing (write timeout)",
+    registry=REGISTRY,
+)  # fmt: skip
+REDIS_RETRIES = Counter(
+    "streamgen_redis_retries", "Redis calls retried after a connection failure",
+    registry=REGISTRY,
+)  # fmt: skip
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text of this process (or, in multi-process mode, of them all)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def job_event(job_created_at: float, data: dict[str, Any], kind: str, rtf: float | None) -> None:
+    """Count what a published event says (the worker that publishes it calls this)."""
+    if kind == "segment":
+        if data.get("segment_index") == 0:
+            FIRST_SEGMENT.observe(max(0.0, time.time() - job_created_at))
+        GENERATE_SECONDS.observe(float(data.get("generate_seconds") or 0.0))
+        ENCODE_SECONDS.observe(float(data.get("encode_seconds") or 0.0))
+    elif kind == "complete":
+        JOB_OUTCOMES.labels("completed").inc()
+        if rtf is not None:
+            REALTIME_FACTOR.observe(rtf)
+    elif kind == "error":
+        JOB_OUTCOMES.labels(str(data.get("code") or "error")).inc()
+
+
+class RequestLog:
+    """ASGI middleware: a request id, an access-log line and the request metrics.
+
+    `route_of(method, path)` names the route (its template, bounded in number) for labels.
+    """
+
+    def __init__(self, app: Any, route_of: Any) -> None:
+        self.app = app
+        self.route_of = route_of
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1").strip()
+        request_id = given[:64] if given.isprintable() and given else secrets.token_hex(8)
+        token = REQUEST_ID.set(request_id)
+        method = scope.get("method", "WS") if scope["type"] == "http" else "WS"
+        route = self.route_of(method if method != "WS" else "GET", scope.get("path", ""))
+        started, status, sent = time.perf_counter(), 0, 0
+        job_id = _job_in_path(scope.get("path", ""))
+
+        async def observed_send(message: ASGISendEvent) -> None:
+            nonlocal status, sent, job_id
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"x-job-id":
+                        job_id = value.decode("latin-1")
+                message = {**message, "headers": [*message.get("headers", []),
+                           (b"x-request-id", request_id.encode())]}  # fmt: skip
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            elif message["type"] == "websocket.accept":
+                status = 101
+            elif message["type"] == "websocket.close" and not status:
+                status = 403  # closed before the upgrade: refused
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            seconds = time.perf_counter() - started
+            REQUESTS.labels(route, method, str(status or 500)).inc()
+            BYTES_SENT.labels(route).inc(sent)
+            client = scope.get("client")
+            job_token = JOB_ID.set(job_id)
+            access_log.info(
+                "%s %s %s %d %d B %.3f s",
+                client[0] if client else "-", method, scope.get("path", ""), status or 500,
+                sent, seconds,
+                extra={"access": {"method": method, "path": scope.get("path", ""),
+                                  "route": route, "status": status or 500, "bytes": sent,
+                                  "seconds": round(seconds, 4),
+                                  "client": client[0] if client else None}},
+            )  # fmt: skip
+            JOB_ID.reset(job_token)
+            REQUEST_ID.reset(token)
+
+
+def _job_in_path(path: str) -> str | None:
+    match = _JOB_IN_PATH.search(path)
+    return match.group(0) if match else None
+
+
+class ContextFilter(logging.Filter):
+    """Stamps each record with the request id and job id of the context it is logged in
+    (handlers may format it later, elsewhere)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        if not hasattr(record, "job_id"):
+            record.job_id = JOB_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, and the request id, job id
+    and access fields of the context it was logged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, var in (("request_id", REQUEST_ID), ("job_id", JOB_ID)):
+            value = getattr(record, key, None) or var.get()
+            if value is not None:
+                line[key] = value
+        access = getattr(record, "access", None)
+        if access is not None:
+            line["access"] = access
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The process's logging: plain text lines, or JSON lines (`log_format: json`);
+    `ValueError` for another format."""
+    if log_format not in ("text", "json"):
+        raise ValueError(f"log_format must be text or json, got {log_format!r}")
+    handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
