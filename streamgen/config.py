@@ -61,6 +61,7 @@ class Settings:
     live_max_ahead_seconds: float = 10.0  # ...and this far ahead waits (room for joiners)
     live_utilization: float = 0.9  # share of a worker's time its live streams may need
     max_unbounded_seconds: float = 3600.0  # an unbounded job completes after this much video
+    max_job_seconds: float = 6 * 3600.0  # a job running this long (wall time) fails; 0: never
     calibrate_when_idle: bool = True  # measure batches of the default request while idle
     max_body_bytes: int = 32 * MiB
     cors_allowed_origins: str = ""  # origins (comma-separated; "*": any) whose pages may call
@@ -73,6 +74,7 @@ class Settings:
     write_timeout_seconds: float = 30.0  # a client that reads nothing this long is cut off
     resume_grace_seconds: float = 10.0  # a cut-off request-scoped stream may resume this long
     max_finished_jobs: int = 1000  # finished jobs (and their MP4 files) kept for queries
+    max_jobs_dir_bytes: int = 20 * 1024 * MiB  # ...and at most this much of their files
     jobs_dir: str | None = None  # where job MP4s are written; a temporary directory if None
     static_dir: str | None = None  # the browser player; the repository's static/ if None
     certfile: str | None = None  # TLS (HTTP/2 over TLS) when both are given

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import secrets
 import shutil
 import tempfile
@@ -44,6 +45,7 @@ from .store import JobPage, JobStore
 log = logging.getLogger(__name__)
 
 QUEUE_NOTICE_S = 0.5  # a job expected to wait at least this long gets a `queued` event
+_JOB_FILE = re.compile(r"job_[0-9a-f]{20}(\.[0-9a-f]{8}\.part|\.mp4)")
 DELETE_WAIT_S = 30.0  # a deleted job that is running gets this long to stop
 
 
@@ -63,7 +65,18 @@ class JobManager:
         self.videos_dir = Path(settings.jobs_dir or tempfile.mkdtemp(prefix="streamgen-jobs-"))
         self.videos_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
+        if not self._own_dir and not store.shared:
+            self._remove_orphans()
         self._tasks = TaskSet(log, "job manager", quiet=(Conflict,))
+
+    def _remove_orphans(self) -> None:
+        """Job files a process before this one left in `jobs_dir` (it was killed, say):
+        this process's store starts empty, so no job of it can reach them."""
+        orphans = [p for p in self.videos_dir.iterdir() if _JOB_FILE.fullmatch(p.name)]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        if orphans:
+            log.info("removed %d orphaned job file(s) from %s", len(orphans), self.videos_dir)
 
     # Lifecycle (driven by `streamgen.runtime`) ---------------------------------------------
     async def stop_accepting(self) -> None:

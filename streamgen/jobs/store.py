@@ -310,13 +310,32 @@ class MemoryJobStore(JobStore):
         return list(self._loads.values())
 
     def _forget_old(self) -> None:
+        """Forget the oldest finished jobs beyond `max_finished_jobs`, and beyond
+        `max_jobs_dir_bytes` of video files."""
         finished = [job for job in self.jobs.values() if job.finished]
-        for job in finished[: max(0, len(finished) - self.settings.max_finished_jobs)]:
+        excess = max(0, len(finished) - self.settings.max_finished_jobs)
+        cap = self.settings.max_jobs_dir_bytes
+        if cap > 0:
+            sizes = [_size(job.video_path) for job in self.jobs.values()]
+            over = sum(sizes) - cap
+            for job in finished[excess:]:
+                if over <= 0:
+                    break
+                over -= _size(job.video_path)
+                excess += 1
+        for job in finished[:excess]:
             del self.jobs[job.id]
             self._places.pop(job.id, None)
             if job.video_path is not None:
                 job.video_path.unlink(missing_ok=True)
             self._tasks.spawn(self.broker.drop(job.id))
+
+
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
 
 
 async def wait_any(events: list[asyncio.Event], timeout_s: float | None) -> None:

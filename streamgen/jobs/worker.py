@@ -473,6 +473,9 @@ class Worker:
         endless = request.total_segments is None
         if active.cursor.done or (endless and 0 < limit_s <= active.cursor.seconds_emitted):
             self._finish(active, "completed", None)
+        elif 0 < (deadline_s := self.settings.max_job_seconds) <= time.monotonic() - active.started:
+            message = f"the job ran over its deadline of {deadline_s:g} s (max_job_seconds)"
+            self._finish(active, "failed", GenerationFailed(message, code="deadline_exceeded"))
 
     def _finish(self, active: ActiveJob, status: JobStatus, error: ServiceError | None) -> None:
         """End `active` (once): it takes no more batches; its log ends after its segments."""
