@@ -34,6 +34,7 @@ class MediaLimits:
     max_pixels: int = 4096 * 4096  # width x height of an image or of one video frame
     max_frames: int = 1800  # frames in a video to extend
     max_bytes: int = 64 * 1024 * 1024  # bytes of one file
+    max_kept_bytes: int = 512 * 1024 * 1024  # decoded RGB a video's kept frames may take
 
 
 def read_image(
@@ -82,6 +83,14 @@ def read_video_tail(
             if header_frames is not None and header_frames > limits.max_frames:
                 raise InvalidRequest(
                     f"{param} has {header_frames} frames; the cap is {limits.max_frames}",
+                    param=param,
+                )
+            kept = min(keep or limits.max_frames, header_frames or limits.max_frames)
+            if kept * stream.width * stream.height * 3 > limits.max_kept_bytes:
+                raise InvalidRequest(
+                    f"{param}: keeping {kept} frames of {stream.width}x{stream.height} would "
+                    f"take over {limits.max_kept_bytes // 2**20} MiB; ask for fewer overlap "
+                    "frames or send a smaller video",
                     param=param,
                 )
             frames = _tail(container, stream, keep, header_frames, param, limits)

@@ -27,6 +27,7 @@ class Limits:
     max_width: int = 1280
     max_height: int = 1280
     max_frames: int = 100_000
+    min_fps: float = 1.0  # below it a video's timing loses its precision
     max_fps: float = 60.0
     max_inference_steps: int = 200
     max_prompt_chars: int = 2000
@@ -202,6 +203,8 @@ def resolve(
     fps = _positive_float(request.fps if request.fps is not None else defaults.fps, "fps")
     if fps > limits.max_fps:
         raise InvalidRequest(f"fps {fps} is over the cap of {limits.max_fps}", param="fps")
+    if fps < limits.min_fps:
+        raise InvalidRequest(f"fps {fps} is under the minimum of {limits.min_fps}", param="fps")
 
     audio = request.audio
     if audio is not None:

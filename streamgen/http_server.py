@@ -33,7 +33,7 @@ from .config import Settings
 from .observability import STALLED_CLIENTS, RequestLog
 
 log = logging.getLogger(__name__)
-_TIMED = frozenset({"http.response.body", "websocket.send"})
+_TIMED = frozenset({"http.response.body", "websocket.send", "websocket.close"})
 
 
 class ClientStalled(Exception):
@@ -98,7 +98,10 @@ def route_namer(app: Quart) -> Callable[[str, str], str]:
 
     def route_of(method: str, path: str) -> str:
         try:
-            rule, _ = adapter.match(path, method=method, return_rule=True)
+            if method == "WS":
+                rule, _ = adapter.match(path, return_rule=True, websocket=True)
+            else:
+                rule, _ = adapter.match(path, method=method, return_rule=True)
         except HTTPException:
             return "unmatched"
         return str(rule.rule)

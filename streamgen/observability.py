@@ -37,6 +37,7 @@ from prometheus_client import (
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 access_log = logging.getLogger("streamgen.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 _JOB_IN_PATH = re.compile(r"\bjob_[0-9a-f]{20}\b")
 
 REGISTRY = CollectorRegistry()
@@ -142,8 +143,9 @@ class RequestLog:
         given = headers.get(b"x-request-id", b"").decode("latin-1").strip()
         request_id = given[:64] if given.isprintable() and given else secrets.token_hex(8)
         token = REQUEST_ID.set(request_id)
-        method = scope.get("method", "WS") if scope["type"] == "http" else "WS"
-        route = self.route_of(method if method != "WS" else "GET", scope.get("path", ""))
+        method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
+        method = method if method in _METHODS else "OTHER"  # labels stay few
+        route = self.route_of(method, scope.get("path", ""))
         started, status, sent = time.perf_counter(), 0, 0
         job_id = _job_in_path(scope.get("path", ""))
 
@@ -160,8 +162,10 @@ class RequestLog:
                 sent += len(message.get("body", b""))
             elif message["type"] == "websocket.accept":
                 status = 101
-            elif message["type"] == "websocket.close" and not status:
-                status = 403  # closed before the upgrade: refused
+            elif message["type"] == "websocket.http.response.start":
+                status = int(message["status"])  # refused before the upgrade
+            elif message["type"] == "websocket.close":
+                status = status or 403  # closed before the upgrade: refused
             await send(message)
 
         try:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from segment_pipeline import Limits
+
 from .protocol import ErrorResponse
 
 if TYPE_CHECKING:
@@ -15,13 +17,20 @@ if TYPE_CHECKING:
 _REF = "#/components/schemas/{model}"
 
 
-def build_openapi(routes: list[RouteSpec], version: str) -> dict[str, Any]:
-    """An OpenAPI document for `routes` (WebSocket `/ws` is described in `info`)."""
+def build_openapi(
+    routes: list[RouteSpec], version: str, limits: Limits | None = None
+) -> dict[str, Any]:
+    """An OpenAPI document for `routes` (WebSocket `/ws` is described in `info`), stating
+    the server's caps (`limits`) as the request fields' maxima."""
     schemas: dict[str, Any] = {}
+    caps = _caps(limits or Limits())
 
     def ref(model: type[BaseModel]) -> dict[str, str]:
         schema = model.model_json_schema(ref_template=_REF)
         schemas.update(schema.pop("$defs", {}))
+        for name, extra in caps.items():
+            if name in schema.get("properties", {}):
+                schema["properties"][name].update(extra)
         schemas[model.__name__] = schema
         return {"$ref": _REF.format(model=model.__name__)}
 
@@ -78,6 +87,18 @@ def build_openapi(routes: list[RouteSpec], version: str) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {"schemas": schemas},
+    }
+
+
+def _caps(limits: Limits) -> dict[str, dict[str, Any]]:
+    """The maxima of generation fields, as this server is configured."""
+    return {
+        "prompt": {"maxLength": limits.max_prompt_chars},
+        "width": {"maximum": limits.max_width},
+        "height": {"maximum": limits.max_height},
+        "fps": {"minimum": limits.min_fps, "maximum": limits.max_fps},
+        "num_frames": {"maximum": limits.max_frames},
+        "num_inference_steps": {"maximum": limits.max_inference_steps},
     }
 
 

@@ -6,16 +6,34 @@ anywhere in a long video costs one seek and one segment's decoding at most."""
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import av
 from PIL import Image
 
 CONTENT_TYPE = "image/jpeg"
+MAX_AT_ONCE = 2  # previews decoded at the same time, whatever the number of requests
+_slots = threading.BoundedSemaphore(MAX_AT_ONCE)
 SPRITE_TILES = 16
 SPRITE_COLUMNS = 4
 SPRITE_TILE_WIDTH = 160  # pixels; the height keeps the video's aspect ratio
 JPEG_QUALITY = 85
+
+
+class NoPreview(Exception):
+    """The video has no frame to show (or its file went away)."""
+
+
+def preview(variant: str, path: Path) -> bytes:
+    """The `variant` ("thumbnail" or "spritesheet") of the MP4 at `path` (blocking: call it
+    off the event loop); `NoPreview` when there is nothing to show."""
+    make = thumbnail if variant == "thumbnail" else spritesheet
+    with _slots:
+        try:
+            return make(path)
+        except (StopIteration, ValueError, IndexError, OSError, av.FFmpegError) as exc:
+            raise NoPreview(str(exc) or type(exc).__name__) from exc
 
 
 def thumbnail(path: Path) -> bytes:

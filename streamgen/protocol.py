@@ -31,6 +31,10 @@ from .errors import InvalidParameter, MalformedRequest
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _M = TypeVar("_M", bound="BaseModel")
+# Constraints the generator checks (with messages naming the field), stated for OpenAPI.
+_POSITIVE: dict[str, Any] = {"exclusiveMinimum": 0}
+_AT_LEAST_1: dict[str, Any] = {"minimum": 1}
+_AT_LEAST_2: dict[str, Any] = {"minimum": 2}
 _DATA_URL = re.compile(r"^data:[\w/+.-]+(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
@@ -41,29 +45,51 @@ class _Model(BaseModel):
 class GenerationParams(_Model):
     """A generation request: a prompt and optional parameters (backend defaults otherwise)."""
 
-    prompt: str = Field(description="What the video shows.")
+    prompt: str = Field(description="What the video shows.", json_schema_extra={"minLength": 1})
     negative_prompt: str = Field("", description="What to steer away from (with guidance).")
     model: str | None = Field(None, description="Model id (see /v1/models); the loaded one.")
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="Noise seed; random when left out."
     )
-    width: int | None = Field(None, description="Frame width (pixels).")
-    height: int | None = Field(None, description="Frame height (pixels).")
-    size: str | None = Field(None, description='"WxH" (pixels); instead of width and height.')
+    width: int | None = Field(
+        None, description="Frame width (pixels, even).", json_schema_extra=_AT_LEAST_2
+    )
+    height: int | None = Field(
+        None, description="Frame height (pixels, even).", json_schema_extra=_AT_LEAST_2
+    )
+    size: str | None = Field(
+        None,
+        description='"WxH" (pixels); instead of width and height.',
+        json_schema_extra={"pattern": _SIZE.pattern},
+    )
     fps: float | None = Field(None, description="Frames per second.")
-    seconds: float | None = Field(None, description="Video length (seconds).")
-    duration: float | None = Field(None, description="Same as seconds.")
-    num_frames: int | None = Field(None, description="Video length (frames).")
+    seconds: float | None = Field(
+        None, description="Video length (seconds).", json_schema_extra=_POSITIVE
+    )
+    duration: float | None = Field(
+        None, description="Same as seconds.", json_schema_extra=_POSITIVE
+    )
+    num_frames: int | None = Field(
+        None, description="Video length (frames).", json_schema_extra=_AT_LEAST_1
+    )
     unbounded: bool = Field(False, description="Generate segments until cancelled.")
     num_inference_steps: int | None = Field(
         None,
         validation_alias=AliasChoices("num_inference_steps", "num_steps"),
         description="Denoising steps per segment (alias: num_steps).",
+        json_schema_extra=_AT_LEAST_1,
     )
-    guidance_scale: float | None = Field(None, description="Classifier-free guidance scale.")
-    segment_frames: int | None = Field(None, description="Frames per generated window.")
+    guidance_scale: float | None = Field(
+        None, description="Classifier-free guidance scale.", json_schema_extra={"minimum": 0}
+    )
+    segment_frames: int | None = Field(
+        None, description="Frames per generated window.", json_schema_extra=_AT_LEAST_2
+    )
     overlap_frames: int | None = Field(
-        None, description="Frames each segment is conditioned on from the one before."
+        None,
+        description="Frames each segment is conditioned on from the one before (fewer than "
+        "segment_frames).",
+        json_schema_extra={"minimum": 0},
     )
     reference_image: str | None = Field(
         None,

@@ -13,6 +13,7 @@ that need them. The `server_url` fixture (tests/conftest.py) is one server per s
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import socket
 import threading
@@ -51,7 +52,7 @@ class ServerThread:
         """`send_buffer_bytes` sets SO_SNDBUF on the listening socket (accepted connections
         inherit it): small values make a stalled client back up into the server quickly."""
         self.settings = Settings().replace(**dict(overrides or {}))
-        self.app: Quart = create_app(self.settings, generator or shared_generator())
+        self.app: Quart = create_app(self.settings, generator or self._shared(self.settings))
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if send_buffer_bytes is not None:
@@ -65,6 +66,14 @@ class ServerThread:
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"server-{self.port}", daemon=True)
+
+    @staticmethod
+    def _shared(settings: Settings) -> SegmentedGenerator:
+        """The shared model under this server's request caps (a shallow copy: the weights
+        are the same objects)."""
+        generator = copy.copy(shared_generator())
+        generator.limits = settings.limits
+        return generator
 
     def start(self) -> ServerThread:
         """Start serving; returns once `/health` answers 200."""

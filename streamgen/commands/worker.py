@@ -89,9 +89,10 @@ async def serve_worker(
     """Run a worker until `stop` is set (or SIGINT/SIGTERM when `stop` is None)."""
     stop = stop or run_until_signalled()
     runtime = await open_runtime(settings, role="worker", worker_id=worker_id)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=REGISTRY)
+    metrics_server = None
     try:
+        if settings.metrics_port:
+            metrics_server, _ = start_http_server(settings.metrics_port, registry=REGISTRY)
         store, worker = runtime.store, runtime.worker
         assert isinstance(store, RedisJobStore) and worker is not None
         log.info(
@@ -104,4 +105,6 @@ async def serve_worker(
         await stop.wait()
         log.info("worker %s stopping", store.identity)
     finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
         await runtime.close()

@@ -30,6 +30,7 @@ def new_record(job: Job) -> dict[str, Any]:
         "request_scoped": "1" if job.request_scoped else "0",
         "live": "1" if job.live else "0",
         "remixed_from": job.remixed_from or "",
+        "listed": "1" if job.listed else "0",
         "created_at": repr(job.created_at),
         "max_attempts": job.max_attempts,
         "status": "queued",
@@ -72,6 +73,7 @@ def job_from_view(job_id: str, values: list[Any]) -> Job:
         request_scoped=view["request_scoped"] == b"1",
         live=view["live"] == b"1",
         remixed_from=text(view["remixed_from"]) or None,
+        listed=view["listed"] == b"1",
         created_at=float(view["created_at"]),
         max_attempts=int(view["max_attempts"] or 1),
     )

@@ -158,6 +158,7 @@ class JobManager:
         request_scoped: bool,
         live: bool = False,
         remixed_from: str | None = None,
+        listed: bool = False,
     ) -> Job:
         """Check `request`, queue a job for it and publish its `start` event (and, when no
         worker has room for it now, a `queued` event with its estimated start).
@@ -184,6 +185,7 @@ class JobManager:
             request_scoped=request_scoped,
             live=live,
             remixed_from=remixed_from,
+            listed=listed,
             video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
             leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
@@ -241,8 +243,10 @@ class JobManager:
             raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
 
     async def _until_ended(self, job: Job, wait_s: float) -> None:
-        """Until `job`'s terminal event is published (its state is final by then)."""
-        next_seq, ended = await log_tail(self.broker, job.id, job.last_seq)
+        """Until `job`'s terminal event is published (its state is final by then). The
+        log is read from its last known event on, which may be the terminal one itself
+        (a queued job's cancel publishes it at once)."""
+        next_seq, ended = await log_tail(self.broker, job.id, job.last_seq - 1)
         if ended:
             return
         try:
@@ -251,9 +255,11 @@ class JobManager:
                     async for event in events:
                         if event.terminal:
                             return
+            return  # the subscription ended: so had the log
         except TimeoutError:
-            pass
-        raise Conflict(f"job {job.id} is still stopping; delete it again shortly", param="job_id")
+            raise Conflict(
+                f"job {job.id} is still stopping; delete it again shortly", param="job_id"
+            ) from None
 
     def acquire(self, job: Job) -> None:
         """One more subscriber holds `job` (request-scoped jobs only run while one does;

@@ -36,6 +36,7 @@ class Job:
     request_scoped: bool
     live: bool = False  # a live stream: a viewer plays it as it comes (scheduled by deadline)
     remixed_from: str | None = None  # the job whose settings and seed it took (a remix)
+    listed: bool = False  # made through /v1/videos: its list shows it (no other job)
     video_path: Path | None = None  # the file the worker writes (memory store only)
     pipeline_job: PipelineJob | None = field(default=None, repr=False)
     created_at: float = field(default_factory=time.time)

@@ -111,6 +111,27 @@ class Reaper:
             return
         await publish_terminal(self.broker, store, job, terminal)
 
+    async def prune_index(self, older_than_s: float, batch: int = 100) -> None:
+        """Drop from the listing index up to `batch` ids older than `older_than_s` whose
+        records expired (a finished job's record lives `backlog_ttl_seconds`)."""
+        client, keys = self.redis.client(), self.redis.keys
+        cutoff = int((time.time() - older_than_s) * 1_000_000)
+
+        async def prune() -> None:
+            found = await client.zrangebyscore(keys.index, "-inf", cutoff, start=0, num=batch)
+            old = [text(job_id) for job_id in found]
+            if not old:
+                return
+            async with client.pipeline(transaction=False) as pipe:
+                for job_id in old:
+                    pipe.exists(keys.job(job_id))
+                alive = await pipe.execute()
+            gone = [job_id for job_id, exists in zip(old, alive, strict=True) if not exists]
+            if gone:
+                await client.zrem(keys.index, *gone)
+
+        await self.redis.command("prune the listing index", prune)
+
     async def reap_orphans(self) -> None:
         """Ask the workers of request-scoped running jobs that no replica holds a lease on
         any more (their replicas died) to stop."""

@@ -7,7 +7,7 @@ Keys (`prefix` as the broker's; one hash tag per job, as the broker's backlog)::
     {prefix}:{<job>}:leases   zset: replicas holding a request-scoped job -> expiry (ms)
     {prefix}:jobs:queue       zset: queued job ids, score (100 - priority) * 1e12 + n
     {prefix}:jobs:order       counter n (FIFO within a priority)
-    {prefix}:jobs:index       zset: every job id -> created_at (µs), for listing
+    {prefix}:jobs:index       zset: listed job ids (/v1/videos) -> created_at (µs)
     {prefix}:jobs:active      zset: jobs someone must finish -> deadline (ms, Redis time)
     {prefix}:jobs:workers     zset: live workers -> expiry (ms)
     {prefix}:jobs:load        hash: worker -> its load report (msgpack, `load.WorkerLoad`)
@@ -77,7 +77,7 @@ VIEW_FIELDS = (
     "status", "model", "priority", "request_scoped", "created_at", "request", "max_attempts",
     "worker", "attempt", "started_at", "finished_at", "segments_done", "frames_done",
     "last_seq", "progress", "error", "live", "realtime_factor", "estimated_start_at",
-    "remixed_from",
+    "remixed_from", "listed",
 )  # fmt: skip
 SCORE_BASE = 10**12  # queue score: (100 - priority) * base + FIFO counter (< 2**53)
 

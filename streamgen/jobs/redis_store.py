@@ -172,8 +172,15 @@ class RedisJobStore(JobStore):
             raise ServiceError(f"job id {job.id} is already taken")
         self._queued_here[job.id] = record
         self._remember(job)
-        redis, score = self.redis.client(), {job.id: int(job.created_at * 1_000_000)}
-        await self.redis.command(f"index job {job.id}", lambda: redis.zadd(self.keys.index, score))
+        if job.listed:
+            redis, score = self.redis.client(), {job.id: int(job.created_at * 1_000_000)}
+            try:
+                await self.redis.command(
+                    f"index job {job.id}", lambda: redis.zadd(self.keys.index, score)
+                )
+            except BaseException:
+                await self.discard(job)  # no record left that nothing would enqueue
+                raise
 
     async def discard(self, job: Job) -> None:
         self._queued_here.pop(job.id, None)
@@ -244,6 +251,9 @@ class RedisJobStore(JobStore):
         values = await self._view(job_id)
         if values is None:
             self._jobs.pop(job_id, None)
+            path = self._files.pop(job_id, None)  # deleted (or expired) elsewhere
+            if path is not None:
+                path.unlink(missing_ok=True)
             raise JobNotFound(job_id)
         job = self._jobs.get(job_id)
         if job is None:
@@ -589,7 +599,7 @@ class RedisJobStore(JobStore):
             steps = [self._heartbeat, self._hold_leases, self._refresh_open]
             # Just (re)connected: workers get a full period to heartbeat before any reaping.
             if loop.time() - self._connected_at >= self.dead_ms / 1000:
-                steps += [self.reaper.reap, self.reaper.reap_orphans]
+                steps += [self.reaper.reap, self.reaper.reap_orphans, self._prune_index]
             for step in steps:
                 try:
                     await step()
@@ -597,6 +607,9 @@ class RedisJobStore(JobStore):
                     log.debug("job store keeper: %s", exc)
                 except Exception:
                     log.exception("job store keeper step %s failed", step.__name__)
+
+    async def _prune_index(self) -> None:
+        await self.reaper.prune_index(self.finished_ttl_ms / 1000)
 
     async def _heartbeat(self) -> None:
         if self.is_worker and not self._stopping:

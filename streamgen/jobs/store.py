@@ -100,8 +100,9 @@ class JobStore(ABC):
 
     @abstractmethod
     async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
-        """Up to `limit` jobs in creation order (newest first or oldest first), starting
-        after job `after` (None: from the start); `JobNotFound` when `after` is unknown."""
+        """Up to `limit` listed jobs (`Job.listed`) in creation order (newest first or
+        oldest first), after job `after` (None: from the start); `JobNotFound` when `after`
+        is not a listed job."""
 
     @abstractmethod
     async def delete(self, job: Job) -> None:
@@ -227,12 +228,12 @@ class MemoryJobStore(JobStore):
         return [job for job in self.jobs.values() if job.status == "queued"]
 
     async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
-        ids = list(self.jobs)  # creation order
+        ids = [job_id for job_id, job in self.jobs.items() if job.listed]  # creation order
         if newest_first:
             ids.reverse()
         start = 0
         if after is not None:
-            if after not in self.jobs:
+            if after not in ids:
                 raise JobNotFound(after)
             start = ids.index(after) + 1
         chosen = ids[start : start + limit]
@@ -316,8 +317,8 @@ class MemoryJobStore(JobStore):
         excess = max(0, len(finished) - self.settings.max_finished_jobs)
         cap = self.settings.max_jobs_dir_bytes
         if cap > 0:
-            sizes = [_size(job.video_path) for job in self.jobs.values()]
-            over = sum(sizes) - cap
+            kept = [job for job in self.jobs.values() if job not in finished[:excess]]
+            over = sum(_size(job.video_path) for job in kept) - cap
             for job in finished[excess:]:
                 if over <= 0:
                     break

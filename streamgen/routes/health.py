@@ -90,4 +90,4 @@ async def models() -> Response:
 
 @api_route(bp, "GET", "/openapi.json", summary="This description", replies={200: Reply()})
 async def openapi() -> Response:
-    return jsonify(build_openapi(ROUTES, __version__))
+    return jsonify(build_openapi(ROUTES, __version__, app_state().settings.limits))

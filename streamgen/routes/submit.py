@@ -21,6 +21,7 @@ async def submit(
     request_scoped: bool,
     live: bool = False,
     remixed_from: str | None = None,
+    listed: bool = False,
 ) -> Job:
     """Queue a job for `params` (pydantic stops here: the job layer gets the plain
     `GenerationRequest`). The cheap checks (shutting down, model, queue) come before the
@@ -44,4 +45,5 @@ async def submit(
         request_scoped=request_scoped,
         live=live,
         remixed_from=remixed_from,
+        listed=listed,
     )

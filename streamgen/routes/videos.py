@@ -6,6 +6,7 @@ while a video is being made, and the content's ``variant`` (video, thumbnail, sp
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
@@ -100,7 +101,9 @@ async def _submit_video(
     state: AppState, params: GenerationParams, remixed_from: str | None = None
 ) -> Response:
     try:
-        job = await submit(state, params, request_scoped=False, remixed_from=remixed_from)
+        job = await submit(
+            state, params, request_scoped=False, remixed_from=remixed_from, listed=True
+        )
     except InvalidParameter as exc:
         name = _FIELD_NAMES.get(exc.param or "")
         if name is None:
@@ -162,7 +165,7 @@ async def list_videos() -> Response:
 def _page_limit(text: str | None) -> int:
     if text is None:
         return PAGE_LIMIT
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+    if not re.fullmatch(r"\s*[0-9]{1,3}\s*", text) or not 1 <= int(text) <= MAX_PAGE_LIMIT:
         raise InvalidParameter(
             f"limit must be an integer 1..{MAX_PAGE_LIMIT}, got {text!r}", param="limit"
         )
@@ -270,5 +273,8 @@ async def video_content(video_id: str) -> Response:
     if variant == "video":
         return await video_file_response(state, job)
     path = await state.manager.video_file(job)
-    make = previews.thumbnail if variant == "thumbnail" else previews.spritesheet
-    return Response(await asyncio.to_thread(make, path), content_type=previews.CONTENT_TYPE)
+    try:
+        image = await asyncio.to_thread(previews.preview, variant, path)
+    except previews.NoPreview as exc:
+        raise NotFound(f"video {job.id} has no frame to show ({exc})", param="video_id") from exc
+    return Response(image, content_type=previews.CONTENT_TYPE)

@@ -132,12 +132,21 @@ def test_videos_are_listed_and_deleted_on_any_replica(cluster: Cluster) -> None:
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=60) as client:
-            done_id = await submit(client, a.url, small_job())
+
+            async def video(seconds: str) -> str:
+                body = {"prompt": "a red ball", "seconds": seconds, "size": "64x64"}
+                response = await client.post(f"{a.url}/v1/videos", json=body)
+                assert response.status_code == 200, response.text
+                return str(response.json()["id"])
+
+            done_id = await video("1")
             assert (await wait_finished(client, a.url, done_id))["status"] == "completed"
-            running_id = await submit(client, a.url, UNBOUNDED)
+            running_id = await video("120")
             await Follower(client, f"{a.url}/v1/jobs/{running_id}/events").segments(1)
+            not_listed = await submit(client, a.url, small_job())  # a /v1/jobs job
             page = (await client.get(f"{b.url}/v1/videos", params={"limit": 2})).json()
             assert [v["id"] for v in page["data"]] == [running_id, done_id]  # newest first
+            assert not_listed not in {v["id"] for v in page["data"]}
             assert (await client.get(f"{b.url}/v1/videos/{done_id}/content")).status_code == 200
             for job_id in (running_id, done_id):  # the running one is stopped, then deleted
                 deleted = await client.delete(f"{b.url}/v1/videos/{job_id}")

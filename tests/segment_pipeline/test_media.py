@@ -68,6 +68,11 @@ def test_video_caps_are_checked_from_the_header() -> None:
     assert too_big.value.param == "extend_video"
     with pytest.raises(InvalidRequest, match="bytes; the cap"):
         read_video_tail(data, keep=2, limits=MediaLimits(max_bytes=len(data) - 1))
+    # Frames kept x their size: a client's large overlap cannot make it hold gigabytes.
+    budget = MediaLimits(max_kept_bytes=10 * 64 * 64 * 3)
+    assert len(read_video_tail(data, keep=10, limits=budget)) == 10
+    with pytest.raises(InvalidRequest, match="fewer overlap frames"):
+        read_video_tail(data, keep=11, limits=budget)
 
 
 def test_an_image_that_claims_a_huge_picture_is_refused_before_decoding() -> None:

@@ -2,7 +2,8 @@
 requests, valid and invalid (schemathesis), and none may answer 5xx.
 
 The server runs with small caps so that the valid requests among them (which make real
-videos) stay short: 64x64 at most, 24 frames, 2 steps, unbounded streams end after 2 s.
+videos) stay short: 64x64 at most, 24 frames, 2 steps, unbounded streams end after 2 s of
+video, and live streams are not paced to real time.
 The example count is bounded and the generation derandomized, so a run takes the same
 requests each time.
 """
@@ -30,6 +31,10 @@ CAPS = {
     "max_body_bytes": 256 * 1024,
     "write_timeout_seconds": 5.0,
     "calibrate_when_idle": False,
+    # Live streams run flat out: at 1 fps, 24 frames are 24 s of video, which the scheduler
+    # would otherwise pace to its viewer's playback.
+    "live_max_ahead_seconds": 1e6,
+    "live_lead_seconds": 1e6,
 }
 
 

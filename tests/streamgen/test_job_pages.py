@@ -45,10 +45,10 @@ async def open_store(kind: str, redis_server: RedisServer | None) -> AsyncIterat
         await broker.close()
 
 
-def _job(video_path: Path | None = None) -> Job:
+def _job(video_path: Path | None = None, *, listed: bool = True) -> Job:
     return Job(
         id="job_" + secrets.token_hex(6), request=REQUEST, model="m", priority=0,
-        request_scoped=False, video_path=video_path,
+        request_scoped=False, video_path=video_path, listed=listed,
     )  # fmt: skip
 
 
@@ -70,6 +70,7 @@ def test_pages_in_creation_order_with_a_cursor(kind: str, maybe_redis: RedisServ
                 job = _job()
                 await store.create(job)
                 made.append(job.id)
+                await store.create(_job(listed=False))  # not a videos-API job: never listed
             newest = await store.page(None, 2, newest_first=True)
             assert [j.id for j in newest.jobs] == made[::-1][:2] and newest.has_more
             rest = await store.page(newest.jobs[-1].id, 10, newest_first=True)
@@ -79,6 +80,10 @@ def test_pages_in_creation_order_with_a_cursor(kind: str, maybe_redis: RedisServ
             assert (await store.page(made[-1], 3, newest_first=False)).jobs == []
             with pytest.raises(JobNotFound):
                 await store.page("job_unknown", 3, newest_first=True)
+            hidden = _job(listed=False)
+            await store.create(hidden)
+            with pytest.raises(JobNotFound):  # not listed: no cursor either
+                await store.page(hidden.id, 3, newest_first=True)
 
     asyncio.run(main())
 

@@ -101,6 +101,20 @@ def test_list_pages_remix_and_delete(client: OpenAI, finished: openai.types.Vide
     assert remix.id not in [v.id for v in client.videos.list(limit=100)]
 
 
+def test_a_queued_video_is_deleted_at_once() -> None:
+    with running_server({"max_concurrent_jobs": 1}) as url:
+        busy = httpx.post(f"{url}/v1/videos", json={"prompt": PROMPT, "seconds": "60"}).json()
+        queued = httpx.post(f"{url}/v1/videos", json={"prompt": PROMPT, "seconds": "4"}).json()
+        assert httpx.get(f"{url}/v1/videos/{queued['id']}").json()["status"] == "queued"
+        for video in (queued, busy):  # queued: cancelled and gone; running: stopped first
+            deleted = httpx.delete(f"{url}/v1/videos/{video['id']}", timeout=60)
+            assert deleted.status_code == 200, deleted.text  # the first time, no retry
+            assert httpx.get(f"{url}/v1/videos/{video['id']}").status_code == 404
+        jobs_only = httpx.post(f"{url}/v1/jobs", json={"prompt": PROMPT, "seconds": 1}).json()
+        listed = httpx.get(f"{url}/v1/videos").json()["data"]
+        assert jobs_only["id"] not in {v["id"] for v in listed}  # only videos are listed
+
+
 def test_what_is_refused_names_the_field(client: OpenAI, base_url: str) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as too_big:
         client.videos.create(prompt=PROMPT, size="1792x1024")
@@ -121,3 +135,6 @@ def test_what_is_refused_names_the_field(client: OpenAI, base_url: str) -> None:
     assert fetched.status_code == 422 and "fetches nothing" in fetched.json()["error"]["message"]
     with pytest.raises(openai.UnprocessableEntityError):
         client.videos.list(after="job_unknown")
+    for limit in ("0", "101", "²", "9" * 5000):
+        page = httpx.get(f"{base_url}/v1/videos", params={"limit": limit})
+        assert page.status_code == 422 and page.json()["error"]["param"] == "limit"

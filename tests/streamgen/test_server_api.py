@@ -127,6 +127,14 @@ def test_openapi_describes_every_route_and_resolves_its_refs(server_url: str) ->
     schema = doc["components"]["schemas"][body["schema"]["$ref"].rsplit("/", 1)[1]]
     assert {"prompt", "size", "num_frames", "unbounded", "priority"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+    fields = schema["properties"]  # the real constraints, the server's caps as maxima
+    assert fields["width"]["maximum"] == 1280 and fields["width"]["minimum"] == 2
+    assert fields["num_inference_steps"]["maximum"] == 200
+    assert fields["prompt"]["maxLength"] == 2000 and fields["prompt"]["minLength"] == 1
+    assert fields["fps"]["minimum"] == 1 and fields["fps"]["maximum"] == 60
+    assert fields["seed"]["anyOf"][0]["maximum"] == 2**63 - 1
+    assert fields["priority"]["minimum"] == -100 and fields["priority"]["maximum"] == 100
+    assert "pattern" in fields["size"]
     refs = {v for v in _walk(doc) if isinstance(v, str) and v.startswith("#/components/schemas/")}
     assert refs and all(ref.rsplit("/", 1)[1] in doc["components"]["schemas"] for ref in refs)
 
