@@ -146,31 +146,17 @@ class RequestLog:
         method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
         method = method if method in _METHODS else "OTHER"  # labels stay few
         route = self.route_of(method, scope.get("path", ""))
-        started, status, sent = time.perf_counter(), 0, 0
+        started, status, sent, done = time.perf_counter(), 0, 0, False
+        length: int | None = None  # the answer's Content-Length, when it has one
         job_id = _job_in_path(scope.get("path", ""))
 
-        async def observed_send(message: ASGISendEvent) -> None:
-            nonlocal status, sent, job_id
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"x-job-id":
-                        job_id = value.decode("latin-1")
-                message = {**message, "headers": [*message.get("headers", []),
-                           (b"x-request-id", request_id.encode())]}  # fmt: skip
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            elif message["type"] == "websocket.accept":
-                status = 101
-            elif message["type"] == "websocket.http.response.start":
-                status = int(message["status"])  # refused before the upgrade
-            elif message["type"] == "websocket.close":
-                status = status or 403  # closed before the upgrade: refused
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
+        def finish() -> None:
+            """Count and log the request (once): just before its last byte goes out, so
+            whoever has read the whole answer finds it counted."""
+            nonlocal done
+            if done:
+                return
+            done = True
             seconds = time.perf_counter() - started
             REQUESTS.labels(route, method, str(status or 500)).inc()
             BYTES_SENT.labels(route).inc(sent)
@@ -186,6 +172,34 @@ class RequestLog:
                                   "client": client[0] if client else None}},
             )  # fmt: skip
             JOB_ID.reset(job_token)
+
+        async def observed_send(message: ASGISendEvent) -> None:
+            nonlocal status, sent, job_id, length
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"x-job-id":
+                        job_id = value.decode("latin-1")
+                    elif name.lower() == b"content-length" and value.isdigit():
+                        length = int(value)
+                message = {**message, "headers": [*message.get("headers", []),
+                           (b"x-request-id", request_id.encode())]}  # fmt: skip
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+                if not message.get("more_body", False) or (length is not None and sent >= length):
+                    finish()
+            elif message["type"] == "websocket.accept":
+                status = 101
+            elif message["type"] == "websocket.http.response.start":
+                status = int(message["status"])  # refused before the upgrade
+            elif message["type"] == "websocket.close":
+                status = status or 403  # closed before the upgrade: refused
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            finish()
             REQUEST_ID.reset(token)
 
 
