@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ class LTXGenerator(SegmentedGenerator):
     ) -> None:
         super().__init__(limits)
         self.model_path = Path(model_path)
-        self.device = _device(device)
+        self.device = torch_device(device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.pipe = _load_pipeline(self.model_path, self.device, self.dtype)
         self.name = self.model_path.name or "ltx-video"
@@ -211,7 +211,7 @@ def _examples(multiple: int) -> str:
     return ", ".join(str(multiple * k + 1) for k in range(1, 4)) + ", ..."
 
 
-def _device(device: str) -> torch.device:
+def torch_device(device: str) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -273,27 +273,13 @@ def _load_pipeline(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
     run time, so a type checker cannot see `pipe.vae` and the like).
     """
     _read_index(path)
-    try:
-        pipe = LTXConditionPipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
-    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds
-        raise ModelLoadError(
-            f"cannot load the LTX-Video checkpoint at {str(path)!r}: {exc}", param="model_path"
-        ) from exc
-
     expected = {
         "transformer": LTXVideoTransformer3DModel,
         "vae": AutoencoderKLLTXVideo,
         "text_encoder": T5EncoderModel,
         "scheduler": FlowMatchEulerDiscreteScheduler,
     }
-    for name, cls in expected.items():
-        component = getattr(pipe, name, None)
-        if not isinstance(component, cls):
-            raise ModelLoadError(
-                f"LTX-Video checkpoint {str(path)!r}: {name} is "
-                f"{type(component).__name__}, expected {cls.__name__}",
-                param="model_path",
-            )
+    pipe = load_checked(LTXConditionPipeline, path, dtype, expected, "LTX-Video")
     if pipe.scheduler.config.get("use_dynamic_shifting"):
         # LTXConditionPipeline passes its own sigma schedule and no `mu`, which a scheduler
         # with dynamic shifting refuses; the schedule it passes is the one it means to use.
@@ -301,14 +287,41 @@ def _load_pipeline(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
         pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
             pipe.scheduler.config, use_dynamic_shifting=False
         )
+    return to_device(pipe, device, dtype, "LTX-Video")
 
+
+def load_checked(
+    pipeline: Any, path: Path, dtype: torch.dtype, expected: Mapping[str, type], family: str
+) -> Any:
+    """`pipeline.from_pretrained(path)` from local files, each component in `expected` of
+    its class; every failure is a `ModelLoadError` naming `model_path`."""
+    try:
+        pipe = pipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
+    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds
+        raise ModelLoadError(
+            f"cannot load the {family} checkpoint at {str(path)!r}: {exc}", param="model_path"
+        ) from exc
+    for name, cls in expected.items():
+        component = getattr(pipe, name, None)
+        if not isinstance(component, cls):
+            raise ModelLoadError(
+                f"{family} checkpoint {str(path)!r}: {name} is "
+                f"{type(component).__name__}, expected {cls.__name__}",
+                param="model_path",
+            )
+    return pipe
+
+
+def to_device(pipe: Any, device: torch.device, dtype: torch.dtype, family: str) -> Any:
+    """`pipe` in `dtype` on `device`, without progress bars; a `ModelLoadError` naming
+    `device` when it does not fit or the device does not exist."""
     try:
         if pipe.transformer.dtype != dtype:  # diffusers that predate `dtype=` load float32
             pipe.to(dtype=dtype)
         pipe.to(device)
     except (RuntimeError, AssertionError) as exc:  # no CUDA build, out of memory, bad index
         raise ModelLoadError(
-            f"cannot move the LTX-Video pipeline to {device}: {exc}", param="device"
+            f"cannot move the {family} pipeline to {device}: {exc}", param="device"
         ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -38,11 +38,10 @@ from diffusers import (
 from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
 
 from ..audio import AudioClip
-from ..errors import ModelLoadError
 from ..generator import GeneratedWindow, SegmentedGenerator, StepCallback
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from .embedded import window_seed
-from .ltx import _device, check_shape, read_index
+from .ltx import check_shape, load_checked, read_index, to_device, torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class LTX2Generator(SegmentedGenerator):
     ) -> None:
         super().__init__(limits)
         self.model_path = Path(model_path)
-        self.device = _device(device)
+        self.device = torch_device(device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.pipe = _load_pipeline(self.model_path, self.device, self.dtype)
         self.name = self.model_path.name or "ltx-2"
@@ -162,33 +161,11 @@ class LTX2Generator(SegmentedGenerator):
 def _load_pipeline(path: Path, device: torch.device, dtype: torch.dtype) -> Any:
     """Load and check every component now, so a broken checkpoint never fails mid-job."""
     read_index(path, LTX2_PIPELINES, COMPONENTS, "LTX-2")
-    try:
-        pipe = LTX2ConditionPipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
-    except Exception as exc:  # diffusers/transformers/safetensors raise many kinds
-        raise ModelLoadError(
-            f"cannot load the LTX-2 checkpoint at {str(path)!r}: {exc}", param="model_path"
-        ) from exc
     expected = {
         "transformer": LTX2VideoTransformer3DModel,
         "vae": AutoencoderKLLTX2Video,
         "audio_vae": AutoencoderKLLTX2Audio,
         "scheduler": FlowMatchEulerDiscreteScheduler,
     }
-    for name, cls in expected.items():
-        component = getattr(pipe, name, None)
-        if not isinstance(component, cls):
-            raise ModelLoadError(
-                f"LTX-2 checkpoint {str(path)!r}: {name} is {type(component).__name__}, "
-                f"expected {cls.__name__}",
-                param="model_path",
-            )
-    try:
-        if pipe.transformer.dtype != dtype:
-            pipe.to(dtype=dtype)
-        pipe.to(device)
-    except (RuntimeError, AssertionError) as exc:  # no CUDA build, out of memory
-        raise ModelLoadError(
-            f"cannot move the LTX-2 pipeline to {device}: {exc}", param="device"
-        ) from exc
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    pipe = load_checked(LTX2ConditionPipeline, path, dtype, expected, "LTX-2")
+    return to_device(pipe, device, dtype, "LTX-2")
