@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from .errors import InvalidRequest
+from .media import header_seconds
 
 SAMPLE_RATE = 48_000  # Hz: every job's audio track (AAC-LC)
 AAC_FRAME = 1024  # samples an AAC frame holds
@@ -94,7 +95,7 @@ def read_audio(data: bytes, param: str = "audio", limits: AudioLimits | None = N
             if not container.streams.audio:
                 raise InvalidRequest(f"{param} has no audio stream", param=param)
             stream = container.streams.audio[0]
-            seconds = _header_seconds(container, stream)
+            seconds = header_seconds(container, stream)
             if seconds is not None and seconds > limits.max_seconds:
                 raise InvalidRequest(
                     f"{param} lasts {seconds:.1f} s; the cap is {limits.max_seconds:g} s",
@@ -123,14 +124,6 @@ def read_audio(data: bytes, param: str = "audio", limits: AudioLimits | None = N
         raise InvalidRequest(f"{param} has no audio samples", param=param)
     samples = np.concatenate(chunks, axis=1).astype(np.float32)
     return AudioClip(np.clip(samples, -1.0, 1.0), SAMPLE_RATE)
-
-
-def _header_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    return None
 
 
 @dataclass(frozen=True)

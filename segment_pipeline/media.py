@@ -114,7 +114,7 @@ def _tail(
     """The last `keep` decoded frames: from the keyframe before them when the header says
     where they are, else (or when that seek falls short) from the start."""
     if keep is not None and header_frames is not None and header_frames > 2 * keep:
-        seconds = _header_seconds(container, stream)
+        seconds = header_seconds(container, stream)
         if seconds is not None and stream.time_base is not None and stream.average_rate:
             # A frame early, so rounding of the header's duration cannot skip one.
             back = (keep + 1) / float(stream.average_rate)
@@ -150,13 +150,16 @@ def _header_frames(container: av.container.InputContainer, stream: av.VideoStrea
     """Frames the header claims: its count, else its duration times its rate."""
     if stream.frames:
         return int(stream.frames)
-    seconds = _header_seconds(container, stream)
+    seconds = header_seconds(container, stream)
     if seconds is not None and stream.average_rate:
         return math.ceil(seconds * float(stream.average_rate))
     return None
 
 
-def _header_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+def header_seconds(
+    container: av.container.InputContainer, stream: av.stream.Stream
+) -> float | None:
+    """How long the header says `stream` lasts (its own duration, else the container's)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
