@@ -42,12 +42,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @asynccontextmanager
-async def store(url: str, name: str, **settings: object) -> AsyncIterator[RedisJobStore]:
+async def store(
+    url: str, name: str, *, key_prefix: str = "streamgen", **settings: object
+) -> AsyncIterator[RedisJobStore]:
     values = {"broker": url, "worker_heartbeat_seconds": 0.05,
               "worker_dead_after_seconds": 0.4, **settings}  # fmt: skip
-    broker = RedisBroker(url)
+    broker = RedisBroker(url, key_prefix=key_prefix)
     await broker.start()
-    jobs = RedisJobStore(Settings().replace(**values), broker, identity=name)
+    jobs = RedisJobStore(Settings().replace(**values), broker, identity=name,
+                         key_prefix=key_prefix)  # fmt: skip
     await jobs.start()
     try:
         yield jobs

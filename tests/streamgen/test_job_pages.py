@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from streamgen.broker import MemoryBroker, RedisBroker
+from streamgen.broker import MemoryBroker
 from streamgen.config import Settings
 from streamgen.errors import JobNotFound
 from streamgen.jobs import Job, JobStore, MemoryJobStore, RedisJobStore
 from tests.redis_server import RedisServer, running_redis
-from tests.scaleout.test_jobstore import REQUEST
+from tests.scaleout.test_jobstore import REQUEST, store
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +32,9 @@ async def open_store(kind: str, redis_server: RedisServer | None) -> AsyncIterat
         yield MemoryJobStore(Settings(), MemoryBroker())
         return
     assert redis_server is not None
-    prefix = "pages" + secrets.token_hex(4)  # a namespace of its own on the module's Redis
-    settings = Settings().replace(broker=redis_server.url)
-    broker = RedisBroker(redis_server.url, key_prefix=prefix)
-    await broker.start()
-    jobs = RedisJobStore(settings, broker, identity="api", key_prefix=prefix)
-    await jobs.start()
-    try:
+    # A namespace of its own on the module's Redis, so pages hold only this test's jobs.
+    async with store(redis_server.url, "api", key_prefix="pages" + secrets.token_hex(4)) as jobs:
         yield jobs
-    finally:
-        await jobs.close()
-        await broker.close()
 
 
 def _job(video_path: Path | None = None, *, listed: bool = True) -> Job:
