@@ -317,7 +317,8 @@ class MemoryJobStore(JobStore):
         excess = max(0, len(finished) - self.settings.max_finished_jobs)
         cap = self.settings.max_jobs_dir_bytes
         if cap > 0:
-            kept = [job for job in self.jobs.values() if job not in finished[:excess]]
+            dropped = {job.id for job in finished[:excess]}
+            kept = (job for job in self.jobs.values() if job.id not in dropped)
             over = sum(_size(job.video_path) for job in kept) - cap
             for job in finished[excess:]:
                 if over <= 0:
