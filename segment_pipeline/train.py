@@ -86,6 +86,10 @@ class TrainConfig:
     top_t_share: float = 0.0
     top_t_from: int = 900
     t999_share: float = 0.0
+    # Extra loss weight on the `seam_frames` frames right after a later window's given
+    # prefix (where a stream's seams are): the object must go on from the overlap.
+    seam_weight: float = 0.0
+    seam_frames: int = 2
     seed: int = 0
 
 
@@ -202,6 +206,8 @@ def training_loss(
     x0_pred = model(noisy, t, given, given_mask, text)
     objects = batch.objects.to(device)[:, :, None].expand(-1, -1, 3, -1, -1).float()
     weight = 1.0 + train.object_weight * (model.to_low(objects) > 0).float()
+    if train.seam_weight > 0:
+        weight = weight * _seam_weights(batch.given_counts, f, train).to(device)
     snr_weight = (1 + (a / s.clamp(min=1e-4)) ** 2).clamp(max=train.snr_cap)
     denoiser = (snr_weight * weight * (x0_pred - x0) ** 2).sum() / weight.sum()
 
@@ -226,6 +232,16 @@ def training_loss(
     decoded = model.decoder(low.clamp(-1, 1))
     decoder = (decoder_weight * (decoded - full) ** 2).mean() / decoder_weight.mean()
     return {"denoiser": denoiser, "text": torch.as_tensor(text_loss), "decoder": decoder}
+
+
+def _seam_weights(given_counts: torch.Tensor, frames: int, train: TrainConfig) -> torch.Tensor:
+    """(B, F*3, 1, 1) loss weights: 1 + `seam_weight` on the `seam_frames` frames after a
+    given prefix of two frames or more (a later segment's seam), 1 elsewhere."""
+    index = torch.arange(frames)[None]
+    counts = given_counts[:, None]
+    seam = (counts >= 2) & (index >= counts) & (index < counts + train.seam_frames)
+    per_frame = 1.0 + train.seam_weight * seam.float()
+    return per_frame.repeat_interleave(3, dim=1)[:, :, None, None]
 
 
 def _first_window_timesteps(
@@ -402,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-window-share", type=float, default=TrainConfig.first_window_share)
     parser.add_argument("--top-t-share", type=float, default=TrainConfig.top_t_share)
     parser.add_argument("--t999-share", type=float, default=TrainConfig.t999_share)
+    parser.add_argument("--seam-weight", type=float, default=TrainConfig.seam_weight)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -418,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
         first_window_share=args.first_window_share,
         top_t_share=args.top_t_share,
         t999_share=args.t999_share,
+        seam_weight=args.seam_weight,
     )
     trainer = Trainer(
         args.out, train, model_config, args.device, init_from=args.init_from,
