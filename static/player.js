@@ -3,7 +3,7 @@
 // MP4 at the end. `/?job=<id>` attaches to an existing job. See docs/player.md.
 
 import { MsePlayer } from "./mse.js";
-import { appUrl, errorFromResponse, openEventSource, openFetchSSE, openWebSocket } from "./transports.js";
+import { appUrl, errorFromResponse, keyHeaders, openEventSource, openFetchSSE, openWebSocket, setApiKey } from "./transports.js";
 
 const $ = (id) => document.getElementById(id);
 const INT_FIELDS = ["width", "height", "seed", "num_inference_steps", "segment_frames", "overlap_frames"];
@@ -112,6 +112,14 @@ class PlayerPage {
       this.generate().catch((err) => this.showError({ code: "player", message: err.message, param: "audio" }));
     });
     this.form.elements.unbounded.addEventListener("change", (e) => (this.form.elements.seconds.disabled = e.target.checked));
+    // The API key lives in this tab only (sessionStorage), never in the URL of the page.
+    const keyField = this.form.elements.api_key;
+    keyField.value = sessionStorage.getItem("streamgen-api-key") ?? "";
+    setApiKey(keyField.value);
+    keyField.addEventListener("input", () => {
+      setApiKey(keyField.value);
+      sessionStorage.setItem("streamgen-api-key", keyField.value.trim());
+    });
     $("attach-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const id = String(new FormData(e.target).get("job") || "").trim();
@@ -335,7 +343,7 @@ class PlayerPage {
       return;
     }
     this.setState(this.root.dataset.state, "Cancelling…");
-    const response = await fetch(appUrl(`v1/jobs/${encodeURIComponent(this.jobId)}`), { method: "DELETE" });
+    const response = await fetch(appUrl(`v1/jobs/${encodeURIComponent(this.jobId)}`), { method: "DELETE", headers: keyHeaders() });
     if (!response.ok) {
       this.showError(await errorFromResponse(response));
     }

@@ -11,6 +11,24 @@
 import { decode } from "./msgpack.js";
 import { SSEParser, jobEventFromSSE } from "./sse.js";
 
+let apiKey = "";
+
+/** The API key requests send from now on (blank: none; a server needs one once any exists). */
+export function setApiKey(key) {
+  apiKey = String(key ?? "").trim();
+}
+
+/** Headers that name the API key (none when it is blank). */
+export function keyHeaders() {
+  return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+}
+
+/** `url` naming the API key in its query: for WebSocket and EventSource, which cannot set headers. */
+function withKey(url) {
+  if (apiKey) url.searchParams.set("api_key", apiKey);
+  return url;
+}
+
 /** An absolute URL for an app path, relative to the page (works behind a path prefix). */
 export function appUrl(path, protocol) {
   const url = new URL(path, document.baseURI);
@@ -36,7 +54,7 @@ function terminal(type) {
 
 /** Generate over the WebSocket: send `request`, read msgpack events until the server closes. */
 export function openWebSocket(request, handlers) {
-  const ws = new WebSocket(appUrl("ws", "ws"));
+  const ws = new WebSocket(withKey(appUrl("ws", "ws")));
   ws.binaryType = "arraybuffer";
   let done = false;
   let lastSeq = -1;
@@ -101,7 +119,7 @@ export function openFetchSSE(request, handlers) {
   (async () => {
     const response = await fetch(appUrl("generate-stream"), {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream", ...keyHeaders() },
       body: JSON.stringify(request),
       signal: abort.signal,
       cache: "no-store",
@@ -164,7 +182,7 @@ const JOB_EVENT_TYPES = ["start", "progress", "segment", "complete", "error"];
 export function openEventSource(jobId, fromSeq, handlers) {
   const url = appUrl(`v1/jobs/${encodeURIComponent(jobId)}/events`);
   if (fromSeq > 0) url.searchParams.set("from_seq", String(fromSeq));
-  const source = new EventSource(url);
+  const source = new EventSource(withKey(url));
   let done = false;
   let lastSeq = fromSeq - 1;
   const onMessage = (message) => {

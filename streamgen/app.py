@@ -19,12 +19,12 @@ from werkzeug.exceptions import HTTPException
 
 from segment_pipeline import SegmentedGenerator
 
-from . import cors
+from . import auth, cors
 from .config import Settings, load_settings
 from .cors import CorsPolicy
 from .errors import ServiceError, from_http_exception
 from .routes import BLUEPRINTS
-from .routes.state import EXTENSION, AppState
+from .routes.state import EXTENSION, AppState, app_state
 from .routes.static import default_static_dir
 from .runtime import open_runtime
 from .streaming import FrameCache
@@ -44,6 +44,8 @@ def create_app(
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
     cors.install(app, CorsPolicy.parse(settings.cors_allowed_origins))
+    # After the origin check: a page from a foreign origin is refused before its key is read.
+    auth.install(app, lambda: app_state().runtime.keys)
 
     @app.before_serving
     async def start_service() -> None:

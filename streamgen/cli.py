@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from . import __version__
 
 # Each module has `add_parser(subparsers)` that registers its subcommand and sets `func`.
-COMMANDS = ["generate", "serve", "worker"]
+COMMANDS = ["generate", "keys", "serve", "worker"]
 
 
 def build_parser() -> argparse.ArgumentParser:

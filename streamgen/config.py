@@ -76,6 +76,8 @@ class Settings:
     max_finished_jobs: int = 1000  # finished jobs (and their MP4 files) kept for queries
     max_jobs_dir_bytes: int = 20 * 1024 * MiB  # ...and at most this much of their files
     jobs_dir: str | None = None  # where job MP4s are written; a temporary directory if None
+    data_dir: str | None = None  # job records and videos kept across restarts (memory broker)
+    keys_file: str | None = None  # API keys without Redis; default data_dir/keys.json or XDG
     static_dir: str | None = None  # the browser player; the repository's static/ if None
     certfile: str | None = None  # TLS (HTTP/2 over TLS) when both are given
     keyfile: str | None = None

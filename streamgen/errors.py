@@ -5,7 +5,8 @@ The whole tree::
 
     ServiceError                    500 / 1011  base; an unexpected server fault
     ├── MalformedRequest            400 / 1008  the body is not JSON, or not a JSON object
-    ├── Forbidden                   403 / 1008  a page from an origin that is not allowed
+    ├── Unauthorized                401 / 4401  no API key, or one that is unknown or revoked
+    ├── Forbidden                   403 / 1008  an origin that is not allowed; a key's policy
     ├── NotFound                    404 / 4404  unknown job or route
     │   └── JobNotFound             404 / 4404
     ├── MethodNotAllowed            405 / 1008
@@ -15,7 +16,8 @@ The whole tree::
     ├── UnsupportedMediaType        415 / 1003  a body type that is not read (text/plain)
     ├── RangeNotSatisfiable         416 / 1008  a byte range outside the file
     ├── InvalidParameter            422 / 1008  a well-formed field with a bad value (`param`)
-    ├── QueueFull                   429 / 1013  `max_queued_jobs` reached
+    ├── TooManyRequests             429 / 1013  a key's rate, job or daily video limit
+    │   └── QueueFull               429 / 1013  `max_queued_jobs` reached
     ├── SlowConsumer                429 / 4408  a subscriber fell behind (sent in-stream)
     ├── ServiceUnavailable          503 / 1001  shutting down, or the model is not loaded
     └── GenerationFailed            500 / 1011  the generator or the encoder failed
@@ -26,6 +28,7 @@ maps Quart's (werkzeug's) HTTP exceptions, so bad input never comes back as a ba
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from segment_pipeline import (
@@ -62,6 +65,13 @@ class ServiceError(Exception):
 
 class MalformedRequest(ServiceError):
     status, close_code, code = 400, 1008, "malformed_request"
+
+
+class Unauthorized(ServiceError):
+    status, close_code, code = 401, 4401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="streamgen"'}
 
 
 class Forbidden(ServiceError):
@@ -128,17 +138,33 @@ class InvalidParameter(ServiceError):
     status, close_code, code = 422, 1008, "invalid_request"
 
 
-class QueueFull(ServiceError):
-    """`retry_after_s`: when a worker should have room again (whole seconds, at least 1)."""
+class TooManyRequests(ServiceError):
+    """`retry_after_s`: when to try again (whole seconds, at least 1); `extra_headers`
+    (rate-limit headers) go with it."""
 
-    status, close_code, code = 429, 1013, "queue_full"
+    status, close_code, code = 429, 1013, "rate_limited"
 
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = max(1, retry_after_s)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float = 1,
+        param: str | None = None,
+        code: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        self.extra_headers = extra_headers or {}
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
+        return {"Retry-After": str(self.retry_after_s), **self.extra_headers}
+
+
+class QueueFull(TooManyRequests):
+    """`retry_after_s`: when a worker should have room again."""
+
+    code = "queue_full"
 
 
 class SlowConsumer(ServiceError):
@@ -164,6 +190,7 @@ class GenerationFailed(ServiceError):
 
 _HTTP_STATUS = {
     400: MalformedRequest,
+    401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,

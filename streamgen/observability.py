@@ -36,6 +36,12 @@ from prometheus_client import (
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("key_id", default=None)
+# What the app learns of a request that its access-log line needs (the key id): a dict
+# the middleware makes per request, which the app's tasks share through their context.
+_NOTES: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "request_notes", default=None
+)
 access_log = logging.getLogger("streamgen.access")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "WS"})
 _JOB_IN_PATH = re.compile(r"\bjob_[0-9a-f]{20}\b")
@@ -124,6 +130,15 @@ def job_event(job_created_at: float, data: dict[str, Any], kind: str, rtf: float
         JOB_OUTCOMES.labels(str(data.get("code") or "error")).inc()
 
 
+def note_key(key_id: str) -> None:
+    """The request in this context was made with API key `key_id` (never its secret):
+    its log records and its access-log line name it."""
+    KEY_ID.set(key_id)
+    notes = _NOTES.get()
+    if notes is not None:
+        notes["key_id"] = key_id
+
+
 class RequestLog:
     """ASGI middleware: a request id, an access-log line and the request metrics.
 
@@ -143,6 +158,8 @@ class RequestLog:
         given = headers.get(b"x-request-id", b"").decode("latin-1").strip()
         request_id = given[:64] if given.isprintable() and given else secrets.token_hex(8)
         token = REQUEST_ID.set(request_id)
+        notes: dict[str, str] = {}
+        notes_token = _NOTES.set(notes)
         method = scope.get("method", "GET") if scope["type"] == "http" else "WS"
         method = method if method in _METHODS else "OTHER"  # labels stay few
         route = self.route_of(method, scope.get("path", ""))
@@ -161,7 +178,7 @@ class RequestLog:
             REQUESTS.labels(route, method, str(status or 500)).inc()
             BYTES_SENT.labels(route).inc(sent)
             client = scope.get("client")
-            job_token = JOB_ID.set(job_id)
+            job_token, key_token = JOB_ID.set(job_id), KEY_ID.set(notes.get("key_id"))
             access_log.info(
                 "%s %s %s %d %d B %.3f s",
                 client[0] if client else "-", method, scope.get("path", ""), status or 500,
@@ -172,6 +189,7 @@ class RequestLog:
                                   "client": client[0] if client else None}},
             )  # fmt: skip
             JOB_ID.reset(job_token)
+            KEY_ID.reset(key_token)
 
         async def observed_send(message: ASGISendEvent) -> None:
             nonlocal status, sent, job_id, length
@@ -201,6 +219,7 @@ class RequestLog:
         finally:
             finish()
             REQUEST_ID.reset(token)
+            _NOTES.reset(notes_token)
 
 
 def _job_in_path(path: str) -> str | None:
@@ -209,7 +228,7 @@ def _job_in_path(path: str) -> str | None:
 
 
 class ContextFilter(logging.Filter):
-    """Stamps each record with the request id and job id of the context it is logged in
+    """Stamps each record with the request id, job id and key id of the context it is logged in
     (handlers may format it later, elsewhere)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -217,12 +236,14 @@ class ContextFilter(logging.Filter):
             record.request_id = REQUEST_ID.get()
         if not hasattr(record, "job_id"):
             record.job_id = JOB_ID.get()
+        if not hasattr(record, "key_id"):
+            record.key_id = KEY_ID.get()
         return True
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, and the request id, job id
-    and access fields of the context it was logged in."""
+    """One JSON object a line: time, level, logger, message, and the request id, job id,
+    key id and access fields of the context it was logged in."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -231,7 +252,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, var in (("request_id", REQUEST_ID), ("job_id", JOB_ID)):
+        for key, var in (("request_id", REQUEST_ID), ("job_id", JOB_ID), ("key_id", KEY_ID)):
             value = getattr(record, key, None) or var.get()
             if value is not None:
                 line[key] = value

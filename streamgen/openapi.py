@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from segment_pipeline import Limits
 
 from .protocol import ErrorResponse
+from .routes.table import is_open_path
 
 if TYPE_CHECKING:
     from .routes.table import RouteSpec
@@ -75,6 +76,8 @@ def build_openapi(
                 "content": {"application/json": {"schema": ref(ErrorResponse)}},
             },
         )
+        if is_open_path(route.path):
+            operation["security"] = []  # never needs a key
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -86,8 +89,16 @@ def build_openapi(
             "docs/stream-protocol.md.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": _SECURITY_SCHEMES},
+        # A key once any exists (`streamgen keys create`); none while the server is open.
+        "security": [{"bearer": []}, {"apiKeyHeader": []}, {}],
     }
+
+
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key (sgk_...)"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 def _caps(limits: Limits) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ from .broker import Broker, make_broker
 from .config import ConfigError, Settings
 from .errors import from_pipeline_error
 from .jobs import JobManager, JobStore, MemoryJobStore, RedisJobStore, Worker
+from .keys import KeyGate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Runtime:
     store: JobStore
     manager: JobManager | None  # None in a `streamgen worker` process
     worker: Worker | None  # None on an API-only replica
+    keys: KeyGate  # API keys and their usage (a worker gives back what its jobs did not use)
     _drained: bool = field(default=False, repr=False)
 
     async def drain(self, grace_s: float | None = None) -> None:
@@ -69,7 +71,10 @@ class Runtime:
         try:
             await self.drain()
         finally:
-            await self.broker.close()
+            try:
+                await self.keys.close()
+            finally:
+                await self.broker.close()
 
 
 async def open_runtime(
@@ -93,6 +98,7 @@ async def open_runtime(
         generator = await asyncio.to_thread(load_model, settings)
     broker = broker_for(settings)
     await broker.start()
+    keys = KeyGate.for_settings(settings)
     try:
         store: JobStore
         if shared:
@@ -104,15 +110,19 @@ async def open_runtime(
         manager = JobManager(settings, pipeline, broker, store) if role == "serve" else None
         name = store.identity if isinstance(store, RedisJobStore) else "embedded"
         worker = Worker(settings, pipeline, broker, store, name=name) if runs_jobs else None
+        store.settled_hooks.append(keys.job_settled)
         await store.start()
+        if role == "serve":
+            await keys.announce()
     except BaseException:
+        await keys.close()
         await broker.close()
         raise
     if manager is not None:
         manager.accepting = True
     if worker is not None:
         worker.start()
-    return Runtime(settings, generator, broker, store, manager, worker)
+    return Runtime(settings, generator, broker, store, manager, worker, keys)
 
 
 def check_role(settings: Settings, role: Role) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from tests.server import ServerThread
+
+# Servers started by tests (and `streamgen keys` run by them) look for API keys under
+# $XDG_DATA_HOME when no key file is set: never the developer's own keys.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="streamgen-tests-")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ The pieces are put together in one place, `streamgen.runtime`.
 
 from .log import publish, publish_terminal
 from .manager import JobManager
-from .record import FINISHED, Job, JobStatus
+from .record import FINISHED, Job, JobStatus, new_job_id
 from .redis_store import RedisJobStore
 from .store import CancelOutcome, JobPage, JobStore, MemoryJobStore
 from .worker import Worker
@@ -34,6 +34,7 @@ __all__ = [
     "MemoryJobStore",
     "RedisJobStore",
     "Worker",
+    "new_job_id",
     "publish",
     "publish_terminal",
 ]

@@ -31,6 +31,9 @@ def new_record(job: Job) -> dict[str, Any]:
         "live": "1" if job.live else "0",
         "remixed_from": job.remixed_from or "",
         "listed": "1" if job.listed else "0",
+        "key_id": job.key_id or "",
+        "charged_seconds": repr(job.charged_seconds),
+        "cap_seconds": repr(job.cap_seconds),
         "created_at": repr(job.created_at),
         "max_attempts": job.max_attempts,
         "status": "queued",
@@ -74,9 +77,20 @@ def job_from_view(job_id: str, values: list[Any]) -> Job:
         live=view["live"] == b"1",
         remixed_from=text(view["remixed_from"]) or None,
         listed=view["listed"] == b"1",
+        **_key_fields(view),
         created_at=float(view["created_at"]),
         max_attempts=int(view["max_attempts"] or 1),
     )
+
+
+def _key_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """key_id, charged_seconds and cap_seconds from a job's hash fields (absent in jobs
+    stored before keys existed)."""
+    return {
+        "key_id": text(fields.get("key_id") or b"") or None,
+        "charged_seconds": number(fields.get("charged_seconds")) or 0.0,
+        "cap_seconds": number(fields.get("cap_seconds")) or 0.0,
+    }
 
 
 def apply_view(job: Job, values: list[Any]) -> None:
@@ -112,6 +126,7 @@ def job_from_claim(fields: dict[str, Any]) -> Job:
         priority=int(fields["priority"]),
         request_scoped=fields["request_scoped"] in (b"1", "1"),
         live=fields.get("live") in (b"1", "1"),
+        **_key_fields(fields),
         created_at=float(fields["created_at"]),
         max_attempts=int(fields.get("max_attempts") or 1),
         status="running",

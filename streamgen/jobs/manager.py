@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from segment_pipeline import GenerationRequest, PipelineError, SegmentPipeline
+from segment_pipeline import GenerationRequest, PipelineError, ResolvedRequest, SegmentPipeline
 
 from ..background import TaskSet
 from ..broker.base import Broker, BrokerError
@@ -30,6 +30,7 @@ from ..config import Settings
 from ..errors import (
     Conflict,
     InvalidParameter,
+    JobNotFound,
     NotFound,
     QueueFull,
     ServiceUnavailable,
@@ -39,7 +40,7 @@ from ..events import ErrorPayload, QueuedPayload
 from ..observability import JOB_ID
 from .load import WorkerLoad, estimated_start
 from .log import assemble_video, log_tail, publish, publish_terminal, start_payload
-from .record import Job
+from .record import Job, new_job_id
 from .store import JobPage, JobStore
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class JobManager:
 
     async def submit(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | ResolvedRequest,
         *,
         model: str | None = None,
         priority: int = 0,
@@ -159,6 +160,10 @@ class JobManager:
         live: bool = False,
         remixed_from: str | None = None,
         listed: bool = False,
+        job_id: str | None = None,
+        key_id: str | None = None,
+        charged_seconds: float = 0.0,
+        cap_seconds: float = 0.0,
     ) -> Job:
         """Check `request`, queue a job for it and publish its `start` event (and, when no
         worker has room for it now, a `queued` event with its estimated start).
@@ -175,7 +180,7 @@ class JobManager:
             raise from_pipeline_error(exc) from exc
         self._check_accepting()
         queued = await self._check_queue(live)
-        job_id = "job_" + secrets.token_hex(10)
+        job_id = job_id or new_job_id()
         job = Job(
             id=job_id,
             request=pipeline_job.request,
@@ -186,6 +191,9 @@ class JobManager:
             live=live,
             remixed_from=remixed_from,
             listed=listed,
+            key_id=key_id,
+            charged_seconds=charged_seconds,
+            cap_seconds=cap_seconds,
             video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
             leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
@@ -206,6 +214,13 @@ class JobManager:
         except BrokerError as exc:
             raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
         return job
+
+    async def is_active(self, job_id: str) -> bool:
+        """Whether job `job_id` exists and has not finished."""
+        try:
+            return not (await self.store.get(job_id)).finished
+        except JobNotFound:
+            return False
 
     async def cancel(self, job: Job, code: str = "cancelled", message: str | None = None) -> None:
         """Cancel `job` (409 `Conflict` when it already finished). A queued job ends at

@@ -7,6 +7,7 @@ nothing of theirs.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class Job:
     live: bool = False  # a live stream: a viewer plays it as it comes (scheduled by deadline)
     remixed_from: str | None = None  # the job whose settings and seed it took (a remix)
     listed: bool = False  # made through /v1/videos: its list shows it (no other job)
+    key_id: str | None = None  # the API key that asked for it (None: open mode)
+    charged_seconds: float = 0.0  # video seconds taken from that key's daily quota
+    cap_seconds: float = 0.0  # an unbounded job completes after this much video (0: setting)
     video_path: Path | None = None  # the file the worker writes (memory store only)
     pipeline_job: PipelineJob | None = field(default=None, repr=False)
     created_at: float = field(default_factory=time.time)
@@ -81,6 +85,11 @@ class Job:
         if not self.cancel.is_set():
             self.cancel_code, self.cancel_message = code, message
             self.cancel.set()
+
+
+def new_job_id() -> str:
+    """A fresh, unguessable job id."""
+    return "job_" + secrets.token_hex(10)
 
 
 def cancel_error(code: str, message: str) -> ServiceError:

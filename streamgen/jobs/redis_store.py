@@ -302,7 +302,7 @@ class RedisJobStore(JobStore):
             await self.get(job.id)  # so the caller reports the real final state
         return outcome  # type: ignore[return-value]
 
-    async def settle(self, job: Job) -> None:
+    async def _settle(self, job: Job) -> None:
         self._running.pop(job.id, None)
         self._records.pop(job.id, None)
         self._queued_here.pop(job.id, None)

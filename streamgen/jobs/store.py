@@ -21,6 +21,7 @@ import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,6 +59,8 @@ class JobPage:
     has_more: bool
 
 
+SettledHook = Callable[[Job], Awaitable[None]]
+
 CancelOutcome = Literal["queued", "running", "finished"]
 """What `cancel` found: a queued job (now cancelled: publish its terminal event), a running
 one (its worker was asked to stop), or a finished one (nothing done)."""
@@ -70,6 +73,12 @@ class JobStore(ABC):
     """True when other processes see the same jobs (Redis)."""
 
     closed: bool = False
+
+    @property
+    def settled_hooks(self) -> list[SettledHook]:
+        """Called with each job once it is settled, in the order they were added."""
+        hooks: list[SettledHook] = self.__dict__.setdefault("_settled_hooks", [])
+        return hooks
 
     async def start(self) -> None:  # noqa: B027 (optional hook)
         """Connect (called once before use)."""
@@ -117,9 +126,21 @@ class JobStore(ABC):
         """Cancel a queued job (its state becomes final) or ask a running one's worker to
         stop (it sets the job's `CancelEvent`, so generation stops within one step)."""
 
-    @abstractmethod
     async def settle(self, job: Job) -> None:
-        """The job's terminal event is published: mark it done."""
+        """The job's terminal event is published: mark it done, then run the
+        `settled_hooks` (an API key's quota and job count are given back there)."""
+        try:
+            await self._settle(job)
+        finally:
+            for hook in self.settled_hooks:
+                try:
+                    await hook(job)
+                except Exception:  # a hook's failure must not undo the settling
+                    log.exception("job %s: a settled hook failed", job.id)
+
+    @abstractmethod
+    async def _settle(self, job: Job) -> None:
+        """Mark the job done in the store."""
 
     def lease_held(self, job: Job) -> None:  # noqa: B027 (only shared stores count)
         """This process got its first subscriber of a request-scoped job."""
@@ -257,7 +278,7 @@ class MemoryJobStore(JobStore):
         job.cancel.set()
         return "running"
 
-    async def settle(self, job: Job) -> None:
+    async def _settle(self, job: Job) -> None:
         job.done.set()
 
     async def claim(

@@ -469,7 +469,7 @@ class Worker:
         active.encode(segment, self._changed)
         active.job.realtime_factor = active.realtime_factor()
         request = active.job.request
-        limit_s = self.settings.max_unbounded_seconds
+        limit_s = active.job.cap_seconds or self.settings.max_unbounded_seconds
         endless = request.total_segments is None
         if active.cursor.done or (endless and 0 < limit_s <= active.cursor.seconds_emitted):
             self._finish(active, "completed", None)
@@ -543,7 +543,7 @@ class Worker:
         remaining = None if total is None else total - active.cursor.index
         group = sum(1 for a in self.active.values() if work_key(a.job.request) == work_key(request))
         batch_s = self.cost.estimate(work_key(request), min(group, self.settings.max_batch_size))
-        limit_s = self.settings.max_unbounded_seconds
+        limit_s = active.job.cap_seconds or self.settings.max_unbounded_seconds
         if remaining is None and limit_s <= 0:
             return math.inf  # unbounded, with no cap
         left_s = max(0.0, limit_s - active.cursor.seconds_emitted)

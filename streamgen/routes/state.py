@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from quart import current_app
+from quart import current_app, g
 
 from segment_pipeline import SegmentedGenerator
 from streamgen.broker.base import Broker
 from streamgen.config import Settings
-from streamgen.errors import ServiceUnavailable
+from streamgen.errors import ServiceError, ServiceUnavailable
 from streamgen.jobs import JobManager
+from streamgen.keys import ApiKey
 from streamgen.runtime import Runtime
 from streamgen.streaming import FrameCache
 
@@ -54,3 +55,16 @@ def app_state() -> AppState:
     if state is None:
         raise ServiceUnavailable("the model is not loaded", code="not_ready")
     return state
+
+
+def current_key() -> ApiKey | None:
+    """The API key the request in this context was made with (`streamgen.auth`); None in
+    open mode."""
+    key: ApiKey | None = g.get("api_key")
+    return key
+
+
+def websocket_refusal() -> ServiceError | None:
+    """Why the WebSocket in this context may not be used (its key), or None."""
+    refusal: ServiceError | None = g.get("key_refusal")
+    return refusal

@@ -15,7 +15,16 @@ from quart import Blueprint, request
 from streamgen.errors import MalformedRequest, UnsupportedMediaType
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Paths anyone may read, keys or not: a load balancer's probes, a scraper, the API's
+# description and the browser player (which then asks for a key itself).
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/"})
+OPEN_PREFIXES = ("/static/",)
 REFUSED_TYPES = frozenset({"text/plain"})
+
+
+def is_open_path(path: str) -> bool:
+    """Whether `path` (a request's, or a route's OpenAPI template) needs no API key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from streamgen.streaming import Follower
 from streamgen.transports import ws as framing
 
 from .responses import open_follower
-from .state import AppState, app_state
+from .state import AppState, app_state, websocket_refusal
 from .submit import submit
 
 bp = Blueprint("ws", __name__)
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 async def stream() -> None:
     await websocket.accept()
     try:
+        refusal = websocket_refusal()
+        if refusal is not None:
+            raise refusal
         state = app_state()
         follower = await _start(state, framing.parse_command(await websocket.receive()))
     except ServiceError as exc:

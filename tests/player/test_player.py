@@ -7,8 +7,10 @@ decoded frame count must grow before the last segment has arrived.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ import av
 import httpx
 import msgpack
 import pytest
+
+from streamgen.keys import FileKeyStore, KeyPolicy, new_key
+from tests.server import ServerThread
 
 pytestmark = pytest.mark.browser
 
@@ -287,3 +292,37 @@ def test_a_job_with_an_audio_file_plays_with_its_sound(
     with av.open(io.BytesIO(mp4)) as container:
         assert sorted(s.type for s in container.streams) == ["audio", "video"]
     assert page.console_errors == []
+
+
+@pytest.mark.parametrize("transport", ["websocket", "fetch-sse"])
+def test_a_server_with_keys_plays_once_the_key_is_given(
+    page: Any, tmp_path: Path, transport: str
+) -> None:
+    keys = FileKeyStore(tmp_path / "keys.json")
+    key, secret = new_key("player", KeyPolicy(unbounded=True))
+    with ThreadPoolExecutor(1) as thread:  # Playwright's loop runs on this thread
+        thread.submit(asyncio.run, keys.add(key)).result()
+    server = ServerThread({"keys_file": str(keys.path)}).start()
+    try:
+        page.goto(f"{server.url}/")
+        fill_and_start(page, transport, unbounded=True, seconds="")
+        refused = wait_for(page, "s.state === 'error'")
+        assert "unauthorized" in refused["error"] and refused["jobId"] == ""
+
+        page.fill("input[name=api_key]", secret)
+        page.click("#generate")
+        started = wait_for(page, "s.received >= 1 && s.frames > 0")
+        page.click("#cancel")  # DELETE with the key
+        wait_for(page, "s.state === 'cancelled'")
+        job_url = f"{server.url}/v1/jobs/{started['jobId']}"
+        job = httpx.get(job_url, headers={"X-API-Key": secret}).json()
+        assert job["status"] == "cancelled"
+
+        # The key stays with the tab: attaching (EventSource, the key in its query) plays too.
+        page.goto(f"{server.url}/?job={started['jobId']}")
+        attached = wait_for(page, "s.state === 'cancelled' && s.received >= 1")
+        assert attached["transport"] == "events" and attached["received"] == job["segments_done"]
+        assert secret not in page.url
+    finally:
+        server.stop()
+    assert [e for e in page.console_errors if "401" not in e] == []

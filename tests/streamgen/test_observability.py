@@ -6,15 +6,14 @@ the difference a request makes."""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamgen.observability import ContextFilter, JsonFormatter, configure_logging
+from streamgen.observability import JsonFormatter, configure_logging
+from tests.streamgen.conftest import Lines
 from tests.streamgen.stream_reading import SMALL
 
 
@@ -27,32 +26,6 @@ def samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
-
-
-class Lines(logging.Handler):
-    """The JSON lines a logger writes, formatted as they are emitted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[dict] = []
-        self.addFilter(ContextFilter())
-        self.setFormatter(JsonFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def access_lines() -> Iterator[Lines]:
-    handler, logger = Lines(), logging.getLogger("streamgen.access")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def test_metrics_count_a_stream(server_url: str) -> None:

@@ -4,8 +4,10 @@ list with cursor pages, remix, delete, and the errors it raises for what is refu
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
+from streamgen.keys import FileKeyStore, KeyPolicy, new_key
 from tests.server import running_server
 
 PROMPT = "a red ball moving right"
@@ -138,3 +141,22 @@ def test_what_is_refused_names_the_field(client: OpenAI, base_url: str) -> None:
     for limit in ("0", "101", "²", "9" * 5000):
         page = httpx.get(f"{base_url}/v1/videos", params={"limit": limit})
         assert page.status_code == 422 and page.json()["error"]["param"] == "limit"
+
+
+def test_the_sdk_with_api_keys(tmp_path: Path) -> None:
+    """On a server with keys the SDK's own `api_key` is the key: a wrong one is the SDK's
+    `AuthenticationError`, a policy refusal its `PermissionDeniedError` (naming the field)."""
+    store = FileKeyStore(tmp_path / "keys.json")
+    key, secret = new_key("sdk", KeyPolicy(max_seconds=4))
+    asyncio.run(store.add(key))
+    with running_server({"keys_file": str(store.path)}) as url:
+        wrong = OpenAI(base_url=f"{url}/v1", api_key="sk-anything", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong.videos.list()
+        keyed = OpenAI(base_url=f"{url}/v1", api_key=secret, max_retries=0)
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            keyed.videos.create(prompt=PROMPT, seconds="8")
+        assert refused.value.body["param"] == "seconds"  # type: ignore[index]
+        video = keyed.videos.create_and_poll(prompt=PROMPT, seconds="4")
+        assert video.status == "completed"
+        assert [v.id for v in keyed.videos.list()] == [video.id]

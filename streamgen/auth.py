@@ -1,0 +1,65 @@
+"""API keys at the HTTP and WebSocket edge: every request but the open ones (health,
+metrics, the OpenAPI document, the player's files) names a key once any key exists
+(`streamgen.keys.gate`), counts against its rate limit, and carries its rate-limit headers
+back. The routes read the request's key with `routes.state.current_key()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from quart import Quart, Response, g, request, websocket
+
+from .errors import ServiceError
+from .keys import KeyGate, rate_headers, secret_from
+from .observability import note_key
+from .routes.table import is_open_path
+
+_QUERY_KEY_METHODS = frozenset({"GET", "HEAD"})
+
+
+def install(app: Quart, gate_of: Callable[[], KeyGate]) -> None:
+    """Check the key of every request and WebSocket handshake that needs one; `gate_of()`
+    is the serving app's `KeyGate`."""
+
+    @app.before_request
+    async def check_key() -> None:
+        if request.method == "OPTIONS" or is_open_path(request.path):
+            return
+        query = request.args.get("api_key") if request.method in _QUERY_KEY_METHODS else None
+        secret = secret_from(
+            request.headers.get("Authorization"), request.headers.get("X-API-Key"), query
+        )
+        gate = gate_of()
+        key = await gate.identify(secret)
+        if key is None:
+            return
+        note_key(key.id)
+        g.api_key = key
+        g.rate_window = await gate.count_request(key)
+
+    @app.after_request
+    async def add_rate_headers(response: Response) -> Response:
+        window = g.get("rate_window")
+        if window is not None:
+            response.headers.update(rate_headers(window))
+        return response
+
+    @app.before_websocket
+    async def check_websocket_key() -> None:
+        """A refused key is kept for the route, which closes the socket with its code and
+        reason once accepted: a browser cannot read why a handshake was refused."""
+        secret = secret_from(
+            websocket.headers.get("Authorization"),
+            websocket.headers.get("X-API-Key"),
+            websocket.args.get("api_key"),
+        )
+        gate = gate_of()
+        try:
+            key = await gate.identify(secret)
+            if key is not None:
+                note_key(key.id)
+                g.api_key = key
+                await gate.count_request(key)
+        except ServiceError as exc:
+            g.key_refusal = exc

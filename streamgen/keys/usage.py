@@ -1,0 +1,224 @@
+"""What each key has used: requests this minute, video seconds today, jobs now. In Redis
+when the service runs on a Redis broker, so every replica counts against the same limits;
+else in this process.
+
+- Requests: a fixed one-minute window per key (the count expires with its window).
+- Video seconds: a UTC day's total per key, taken when a job is accepted (its requested
+  length; an unbounded job's cap) and given back, for what was not made, when it ends.
+- Jobs: the set of a key's unfinished jobs; a job leaves it when it is settled, and ids of
+  jobs that ended elsewhere without saying so (a crashed process) are pruned when the set
+  looks full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..broker.redis_ops import connect, redact, retrying
+
+OP_TIMEOUT_S = 5.0
+DAY_S = 86400
+IsActive = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A key's request count in the current minute."""
+
+    count: int
+    limit: int
+    reset_s: float  # seconds until the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.limit > 0 and self.count > self.limit
+
+
+def utc_day(at: float) -> int:
+    """The UTC day number of Unix time `at`."""
+    return int(at // DAY_S)
+
+
+def seconds_to_midnight(now: float) -> float:
+    return DAY_S - now % DAY_S
+
+
+class Usage(ABC):
+    @abstractmethod
+    async def hit(self, key_id: str, limit: int, now: float) -> Window:
+        """Count one request of `key_id` in the minute of `now`."""
+
+    @abstractmethod
+    async def charge(self, key_id: str, seconds: float, quota: float, day: int) -> float | None:
+        """Take `seconds` from the key's `quota` for `day`: the seconds used after, or None
+        (nothing taken) when they do not fit."""
+
+    @abstractmethod
+    async def used(self, key_id: str, day: int) -> float: ...
+
+    @abstractmethod
+    async def refund(self, key_id: str, seconds: float, day: int) -> None: ...
+
+    @abstractmethod
+    async def hold(self, key_id: str, job_id: str, limit: int, is_active: IsActive) -> bool:
+        """Count `job_id` among the key's jobs if fewer than `limit` are unfinished."""
+
+    @abstractmethod
+    async def release(self, key_id: str, job_id: str) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027 (optional)
+        """Release connections."""
+
+
+class MemoryUsage(Usage):
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, int]] = {}  # key -> (minute, count)
+        self._days: dict[tuple[str, int], float] = {}
+        self._jobs: dict[str, set[str]] = {}
+        self._lock = asyncio.Lock()
+
+    async def hit(self, key_id: str, limit: int, now: float) -> Window:
+        minute = int(now // 60)
+        last, count = self._windows.get(key_id, (minute, 0))
+        count = count + 1 if last == minute else 1
+        self._windows[key_id] = (minute, count)
+        return Window(count, limit, 60 - now % 60)
+
+    async def charge(self, key_id: str, seconds: float, quota: float, day: int) -> float | None:
+        used = self._days.get((key_id, day), 0.0)
+        if quota > 0 and used + seconds > quota + 1e-9:
+            return None
+        self._days[(key_id, day)] = used + seconds
+        return used + seconds
+
+    async def used(self, key_id: str, day: int) -> float:
+        return self._days.get((key_id, day), 0.0)
+
+    async def refund(self, key_id: str, seconds: float, day: int) -> None:
+        if (key_id, day) in self._days:
+            self._days[(key_id, day)] = max(0.0, self._days[(key_id, day)] - seconds)
+
+    async def hold(self, key_id: str, job_id: str, limit: int, is_active: IsActive) -> bool:
+        async with self._lock:
+            jobs = self._jobs.setdefault(key_id, set())
+            if limit > 0 and len(jobs) >= limit:
+                for other in list(jobs):
+                    if not await is_active(other):
+                        jobs.discard(other)
+            if limit > 0 and len(jobs) >= limit:
+                return False
+            jobs.add(job_id)
+            return True
+
+    async def release(self, key_id: str, job_id: str) -> None:
+        self._jobs.get(key_id, set()).discard(job_id)
+
+
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+_CHARGE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seconds, quota = tonumber(ARGV[1]), tonumber(ARGV[2])
+if quota > 0 and used + seconds > quota + 1e-9 then return nil end
+local after = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return after
+"""
+
+_REFUND = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if used < 0 then return 0 end
+local after = math.max(0, used - tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], tostring(after), 'KEEPTTL')
+return 1
+"""
+
+_HOLD = """
+local limit = tonumber(ARGV[2])
+if limit > 0 and redis.call('SCARD', KEYS[1]) >= limit then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class RedisUsage(Usage):
+    """Usage in Redis under ``{prefix}:usage:{key id}:…``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._redis: Redis = connect(url)
+        self._scripts = {
+            name: self._redis.register_script(source)
+            for name, source in (("hit", _HIT), ("charge", _CHARGE), ("refund", _REFUND),
+                                 ("hold", _HOLD))
+        }  # fmt: skip
+        self._closed = False
+
+    def _key(self, key_id: str, *rest: object) -> str:
+        return ":".join([self.prefix, "usage", key_id, *map(str, rest)])
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await retrying(
+            what,
+            lambda _: call(),
+            where=f"Redis at {redact(self.url)}",
+            timeout_s=OP_TIMEOUT_S,
+            closed=lambda: self._closed,
+        )
+
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._call(f"count API key use ({name})", lambda: script(keys, args))
+
+    async def hit(self, key_id: str, limit: int, now: float) -> Window:
+        minute = int(now // 60)
+        count = await self._script("hit", [self._key(key_id, "minute", minute)], [61_000])
+        return Window(int(count), limit, 60 - now % 60)
+
+    async def charge(self, key_id: str, seconds: float, quota: float, day: int) -> float | None:
+        after = await self._script(
+            "charge", [self._key(key_id, "day", day)], [repr(seconds), repr(quota), 2 * DAY_S]
+        )
+        return None if after is None else float(after)
+
+    async def used(self, key_id: str, day: int) -> float:
+        day_key = self._key(key_id, "day", day)
+        value = await self._call("read API key use", lambda: self._redis.get(day_key))
+        return float(value or 0.0)
+
+    async def refund(self, key_id: str, seconds: float, day: int) -> None:
+        await self._script("refund", [self._key(key_id, "day", day)], [repr(seconds)])
+
+    async def hold(self, key_id: str, job_id: str, limit: int, is_active: IsActive) -> bool:
+        jobs = self._key(key_id, "jobs")
+        if await self._script("hold", [jobs], [job_id, limit]):
+            return True
+        members = await self._call("list a key's jobs", lambda: self._redis.smembers(jobs))
+        names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+        ended = [name for name in names if not await is_active(name)]
+        if ended:
+            await self._call("prune a key's jobs", lambda: self._redis.srem(jobs, *ended))
+        return bool(await self._script("hold", [jobs], [job_id, limit]))
+
+    async def release(self, key_id: str, job_id: str) -> None:
+        jobs = self._key(key_id, "jobs")
+        await self._call("release a key's job", lambda: self._redis.srem(jobs, job_id))
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._redis.aclose()
