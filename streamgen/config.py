@@ -110,6 +110,14 @@ class Settings:
         )
 
     @property
+    def videos_dir(self) -> str | None:
+        """Where job MP4s go: `jobs_dir`, else the data directory's ``jobs/`` (None: a
+        temporary directory)."""
+        if self.jobs_dir:
+            return self.jobs_dir
+        return str(Path(self.data_dir) / "jobs") if self.data_dir else None
+
+    @property
     def encoder_options(self) -> EncoderOptions:
         return EncoderOptions(
             preset=self.encoder_preset, crf=self.encoder_crf, threads=self.encoder_threads

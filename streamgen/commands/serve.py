@@ -39,6 +39,11 @@ def add_parser(subparsers: Any) -> None:
         help="run jobs in this process (default) or, with --no-embedded-worker, leave them to "
         "`streamgen worker` processes on the Redis queue (an API-only replica)",
     )
+    p.add_argument(
+        "--data-dir",
+        help="keep job records and videos here across restarts (memory broker), and API "
+        "keys in its keys.json",
+    )
     p.add_argument("--certfile", help="TLS certificate (PEM) for HTTP/2 over TLS")
     p.add_argument("--keyfile", help="TLS private key (PEM)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -60,6 +65,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         embedded_worker=args.embedded_worker,
         certfile=args.certfile,
         keyfile=args.keyfile,
+        data_dir=args.data_dir,
     )
     return settings
 

@@ -62,8 +62,8 @@ class JobManager:
         self.broker = broker
         self.model_name = pipeline.generator.name
         self.accepting = False
-        self._own_dir = settings.jobs_dir is None
-        self.videos_dir = Path(settings.jobs_dir or tempfile.mkdtemp(prefix="streamgen-jobs-"))
+        self._own_dir = settings.videos_dir is None
+        self.videos_dir = Path(settings.videos_dir or tempfile.mkdtemp(prefix="streamgen-jobs-"))
         self.videos_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
         if not self._own_dir and not store.shared:
@@ -71,9 +71,12 @@ class JobManager:
         self._tasks = TaskSet(log, "job manager", quiet=(Conflict,))
 
     def _remove_orphans(self) -> None:
-        """Job files a process before this one left in `jobs_dir` (it was killed, say):
-        this process's store starts empty, so no job of it can reach them."""
-        orphans = [p for p in self.videos_dir.iterdir() if _JOB_FILE.fullmatch(p.name)]
+        """Job files a process before this one left in `jobs_dir` (it was killed, say) that
+        no job of this process's store (restored from a data directory) can reach."""
+        kept = self.store.kept_files()
+        orphans = [
+            p for p in self.videos_dir.iterdir() if _JOB_FILE.fullmatch(p.name) and p not in kept
+        ]
         for path in orphans:
             path.unlink(missing_ok=True)
         if orphans:

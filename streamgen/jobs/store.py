@@ -31,6 +31,7 @@ from ..broker.base import Broker
 from ..config import Settings
 from ..errors import JobNotFound
 from ..events import Terminal
+from .archive import JobArchive
 from .load import WorkerLoad
 from .record import Job, cancel_error
 
@@ -154,6 +155,10 @@ class JobStore(ABC):
         del job
         return False
 
+    def kept_files(self) -> set[Path]:
+        """Job files this store's jobs own from before this process (a data directory)."""
+        return set()
+
     def remember_file(self, job_id: str, path: Path) -> None:  # noqa: B027
         """A video file made for `job_id` on this machine (deleted with the job's handle)."""
 
@@ -211,9 +216,16 @@ class MemoryJobStore(JobStore):
     shared = False
 
     def __init__(self, settings: Settings, broker: Broker) -> None:
+        """With a `data_dir`, jobs are kept there (`archive`) and those of the process before
+        come back (finished ones as they were)."""
         self.settings = settings
         self.broker = broker
         self.jobs: dict[str, Job] = {}
+        self.archive: JobArchive | None = None
+        if settings.data_dir and settings.videos_dir:
+            records = Path(settings.data_dir) / "records"
+            self.archive = JobArchive(records, Path(settings.videos_dir))
+            self.jobs = {job.id: job for job in self.archive.load()}
         self._queue: list[tuple[int, int, str]] = []  # (-priority, arrival, job id), sorted
         self._places: dict[str, tuple[int, int, str]] = {}
         self._order = itertools.count()
@@ -224,10 +236,17 @@ class MemoryJobStore(JobStore):
 
     async def create(self, job: Job) -> None:
         self.jobs[job.id] = job
+        if self.archive is not None:
+            self.archive.save(job)
         self._forget_old()
 
     async def discard(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
+        if self.archive is not None:
+            self.archive.remove(job.id)
+
+    def kept_files(self) -> set[Path]:
+        return {job.video_path for job in self.jobs.values() if job.video_path is not None}
 
     async def enqueue(self, job: Job) -> None:
         place = self._places.setdefault(job.id, (-job.priority, next(self._order), job.id))
@@ -263,6 +282,8 @@ class MemoryJobStore(JobStore):
     async def delete(self, job: Job) -> None:
         self.jobs.pop(job.id, None)
         self._places.pop(job.id, None)
+        if self.archive is not None:
+            self.archive.remove(job.id)
         if job.video_path is not None:
             job.video_path.unlink(missing_ok=True)
 
@@ -279,6 +300,8 @@ class MemoryJobStore(JobStore):
         return "running"
 
     async def _settle(self, job: Job) -> None:
+        if self.archive is not None:
+            self.archive.save(job)
         job.done.set()
 
     async def claim(
@@ -349,6 +372,8 @@ class MemoryJobStore(JobStore):
         for job in finished[:excess]:
             del self.jobs[job.id]
             self._places.pop(job.id, None)
+            if self.archive is not None:
+                self.archive.remove(job.id)
             if job.video_path is not None:
                 job.video_path.unlink(missing_ok=True)
             self._tasks.spawn(self.broker.drop(job.id))
