@@ -34,6 +34,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from . import tracing
+
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 KEY_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("key_id", default=None)
@@ -164,6 +166,7 @@ class RequestLog:
         method = method if method in _METHODS else "OTHER"  # labels stay few
         route = self.route_of(method, scope.get("path", ""))
         started, status, sent, done = time.perf_counter(), 0, 0, False
+        request_span: tracing.Span = None
         length: int | None = None  # the answer's Content-Length, when it has one
         job_id = _job_in_path(scope.get("path", ""))
 
@@ -176,6 +179,8 @@ class RequestLog:
             done = True
             seconds = time.perf_counter() - started
             REQUESTS.labels(route, method, str(status or 500)).inc()
+            if request_span is not None:
+                request_span.set_attribute("http.response.status_code", status or 500)
             BYTES_SENT.labels(route).inc(sent)
             client = scope.get("client")
             job_token, key_token = JOB_ID.set(job_id), KEY_ID.set(notes.get("key_id"))
@@ -214,10 +219,15 @@ class RequestLog:
                 status = status or 403  # closed before the upgrade: refused
             await send(message)
 
+        attributes = {"http.request.method": method, "http.route": route}
         try:
-            await self.app(scope, receive, observed_send)
+            with tracing.current(f"HTTP {method} {route}", None, attributes, server=True) as span:
+                request_span = span
+                try:
+                    await self.app(scope, receive, observed_send)
+                finally:
+                    finish()
         finally:
-            finish()
             REQUEST_ID.reset(token)
             _NOTES.reset(notes_token)
 

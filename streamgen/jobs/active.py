@@ -34,6 +34,7 @@ from segment_pipeline import (
     SegmentPipeline,
 )
 
+from .. import tracing
 from ..broker.base import Broker, BrokerError
 from ..errors import GenerationFailed, ServiceError, from_pipeline_error
 from ..events import ErrorPayload, Payload, SegmentPayload, StartPayload, Terminal, payload_of
@@ -68,6 +69,10 @@ class ActiveJob:
         self._video: BinaryIO | None = None
         self._encode_error: ServiceError | None = None  # set on the encoder thread, once
         self.on_cancel: Callable[[], None] | None = None  # its CancelEvent callback
+        attributes: tracing.Attributes = {
+            "streamgen.job_id": job.id, "streamgen.attempt": job.attempt, "streamgen.live": job.live
+        }  # fmt: skip
+        self.span = tracing.start("job", job.traceparent or None, attributes)
 
     @property
     def pipeline_job(self) -> PipelineJob:
@@ -159,10 +164,12 @@ class ActiveJob:
         """Hand `payload` to the publisher (from any thread; order is kept)."""
         self._loop.call_soon_threadsafe(self._outbox.put_nowait, payload)
 
-    def encode(self, segment: Segment, done: Callable[[], None]) -> None:
+    def encode(self, segment: Segment, done: Callable[[], None], span: tracing.Span = None) -> None:
         """Encode `segment` on the job's encoder thread, then write and publish it; `done`
         is called on the loop once it is. After a failed encode nothing more is published
-        (the log has no gap): the worker ends the job with the error."""
+        (the log has no gap): the worker ends the job with the error. `span`: the
+        segment's, parent of the encode's."""
+        encode_span = tracing.start("encode", span, {"streamgen.segment_index": segment.index})
 
         def on_encoded(encoded: EncodedSegment) -> None:
             if self._encode_error is not None:
@@ -181,6 +188,7 @@ class ActiveJob:
                     if isinstance(exc, PipelineError)
                     else GenerationFailed(f"encoding failed: {type(exc).__name__}: {exc}")
                 )
+            tracing.end(encode_span, error=None if exc is None else str(exc))
             self._loop.call_soon_threadsafe(done)
 
         self.pipeline_job.encode(segment, on_encoded).add_done_callback(on_done)
@@ -230,7 +238,11 @@ class ActiveJob:
                 await self._end(*payload)
                 return
             try:
-                await publish(self.broker, job, payload)
+                if isinstance(payload, SegmentPayload):
+                    with tracing.current("publish", self.span, {"streamgen.event": "segment"}):
+                        await publish(self.broker, job, payload)
+                else:
+                    await publish(self.broker, job, payload)
             except BrokerError as exc:
                 log.error("job %s: cannot publish %s: %s", job.id, payload.type, exc)
                 job.stop("broker_error", f"the broker failed: {exc}")
@@ -250,6 +262,7 @@ class ActiveJob:
         if job.cancel_code == HAND_BACK and status == "cancelled":
             await self.store.give_back(job)
             log.info("job %s: handed back to the queue for another worker", job.id)
+            tracing.end(self.span, {"streamgen.status": "handed_back"})
             job.done.set()
             return
         job.status, job.error, job.finished_at = status, error, time.time()
@@ -257,6 +270,13 @@ class ActiveJob:
         if not await self.store.finish(job, terminal):
             log.warning("job %s: not publishing its end: another worker or reaper owns it",
                         job.id)  # fmt: skip
+            tracing.end(self.span, {"streamgen.status": "taken"})
             job.done.set()
             return
-        await publish_terminal(self.broker, self.store, job, terminal)
+        with tracing.current("publish", self.span, {"streamgen.event": terminal.type}):
+            await publish_terminal(self.broker, self.store, job, terminal)
+        tracing.end(
+            self.span,
+            {"streamgen.status": status, "streamgen.segments": job.segments_done},
+            error=None if error is None else error.code,
+        )

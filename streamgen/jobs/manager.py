@@ -24,6 +24,7 @@ from pathlib import Path
 
 from segment_pipeline import GenerationRequest, PipelineError, ResolvedRequest, SegmentPipeline
 
+from .. import tracing
 from ..background import TaskSet
 from ..broker.base import Broker, BrokerError
 from ..config import Settings
@@ -197,6 +198,7 @@ class JobManager:
             key_id=key_id,
             charged_seconds=charged_seconds,
             cap_seconds=cap_seconds,
+            traceparent=tracing.traceparent(),
             video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
             leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,

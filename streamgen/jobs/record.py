@@ -41,6 +41,7 @@ class Job:
     key_id: str | None = None  # the API key that asked for it (None: open mode)
     charged_seconds: float = 0.0  # video seconds taken from that key's daily quota
     cap_seconds: float = 0.0  # an unbounded job completes after this much video (0: setting)
+    traceparent: str = ""  # W3C trace context of the request that made it (`tracing`)
     video_path: Path | None = None  # the file the worker writes (memory store only)
     pipeline_job: PipelineJob | None = field(default=None, repr=False)
     created_at: float = field(default_factory=time.time)

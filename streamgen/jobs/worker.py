@@ -44,6 +44,7 @@ from segment_pipeline import (
     WindowTask,
 )
 
+from .. import tracing
 from ..background import TaskSet
 from ..broker.base import Broker, BrokerError
 from ..config import Settings
@@ -380,6 +381,11 @@ class Worker:
         started = time.perf_counter()
         windows: list[Window] | None = None
         error: ServiceError | None = None
+        spans = [
+            tracing.start("segment", a.span, {"streamgen.segment_index": a.cursor.index,
+                                              "streamgen.batch_size": len(batch)})
+            for a in batch
+        ]  # fmt: skip
         try:
             windows = await loop.run_in_executor(self._device, self._generate, batch, tasks)
         except GenerationCancelled:
@@ -401,7 +407,8 @@ class Worker:
                 self._live_refused = self._refused_blind = False
                 self._claim_wake.set()
         made: list[Window | None] = list(windows) if windows else [None] * len(batch)
-        for active, window in zip(batch, made, strict=True):
+        for active, window, span in zip(batch, made, spans, strict=True):
+            tracing.end(span, error=None if error is None else error.code)
             if active.ending:
                 continue  # cancelled while its window was made: the window is dropped
             if window is None:
@@ -409,7 +416,7 @@ class Worker:
                     self._finish(active, "failed", error)
                 continue
             try:
-                self._advance(active, window, seconds)
+                self._advance(active, window, seconds, span)
             except Exception as exc:  # a backend's window that cannot be a segment
                 log.exception("job %s: segment %d failed", active.job.id, active.cursor.index)
                 self._finish(active, "failed", _unexpected(exc))
@@ -464,9 +471,11 @@ class Worker:
 
         return self.pipeline.generator.run_batch(tasks, on_step)
 
-    def _advance(self, active: ActiveJob, window: Window, seconds: float) -> None:
+    def _advance(
+        self, active: ActiveJob, window: Window, seconds: float, span: tracing.Span = None
+    ) -> None:
         segment = active.cursor.advance(window, seconds)
-        active.encode(segment, self._changed)
+        active.encode(segment, self._changed, span)
         active.job.realtime_factor = active.realtime_factor()
         request = active.job.request
         limit_s = active.job.cap_seconds or self.settings.max_unbounded_seconds

@@ -1,0 +1,76 @@
+"""OpenTelemetry spans of a real stream: the request's span is the parent of the job's, the
+job's of each segment's and of each publish, a segment's of its encode."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from streamgen import tracing
+from tests.streamgen.stream_reading import SMALL
+
+_EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The process's tracer provider (set once per process) exporting to memory."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+    trace.set_tracer_provider(provider)
+    yield _EXPORTER
+
+
+def _wait_for_job_span(exporter: InMemorySpanExporter, job_id: str) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        for span in exporter.get_finished_spans():
+            if span.name == "job" and span.attributes.get("streamgen.job_id") == job_id:
+                return span
+        assert time.monotonic() < deadline, "the job's span never ended"
+        time.sleep(0.02)  # polling a deadline: the job span ends after its last event
+
+
+def test_a_stream_is_traced_from_request_to_encode(
+    server_url: str, spans: InMemorySpanExporter
+) -> None:
+    with httpx.stream("POST", f"{server_url}/generate-stream", json=SMALL, timeout=60) as r:
+        assert r.status_code == 200
+        job_id = r.headers["X-Job-Id"]
+        body = b"".join(r.iter_bytes())
+    assert b"event: complete" in body
+    job = _wait_for_job_span(spans, job_id)
+    finished = spans.get_finished_spans()
+    request = next(s for s in finished if s.context.span_id == job.parent.span_id)
+    assert request.name == "HTTP POST /generate-stream"
+    assert request.kind == trace.SpanKind.SERVER
+    assert request.attributes["http.response.status_code"] == 200
+    assert job.attributes["streamgen.status"] == "completed"
+    assert job.context.trace_id == request.context.trace_id
+
+    children = [
+        s for s in finished if s.parent is not None and s.parent.span_id == job.context.span_id
+    ]
+    segments = [s for s in children if s.name == "segment"]
+    assert len(segments) == job.attributes["streamgen.segments"] >= 2
+    published = [s.attributes["streamgen.event"] for s in children if s.name == "publish"]
+    assert published.count("segment") == len(segments) and published[-1] == "complete"
+    segment_ids = {s.context.span_id for s in segments}
+    encodes = [s for s in finished if s.name == "encode" and s.parent.span_id in segment_ids]
+    assert len(encodes) == len(segments)
+
+
+def test_without_the_api_nothing_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "trace", None)
+    assert tracing.start("job") is None and tracing.traceparent() == ""
+    with tracing.current("x") as span:
+        assert span is None
+    tracing.end(None)  # no-op
