@@ -4,7 +4,9 @@ where before it generated on for as long as the socket stayed open."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -111,3 +113,46 @@ def test_a_follower_that_stops_reading_lets_go_of_an_offline_job(server: ServerT
     finally:
         sock.close()
         httpx.delete(f"{server.url}/v1/jobs/{job['id']}")
+
+
+def _stalled_websocket(server: ServerThread, request: dict[str, object]) -> socket.socket:
+    """A WebSocket (handshake by hand on a small receive window) that sends `request` as
+    its one text frame and then reads nothing more."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    assert _headers(sock)  # 101 Switching Protocols
+    payload = json.dumps(request).encode()
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    return sock
+
+
+def test_a_websocket_whose_client_stops_reading_is_cut_and_its_job_cancelled(
+    server: ServerThread,
+) -> None:
+    store = server.app.extensions["streamgen"].runtime.store
+    before = set(server.call(lambda: list(store.jobs)))
+    cut_before = _stalled_cutoffs()
+    sock = _stalled_websocket(server, UNBOUNDED)
+    try:
+        stalled_at = time.monotonic()
+        deadline = stalled_at + 30
+        while not (made := set(server.call(lambda: list(store.jobs))) - before):
+            assert time.monotonic() < deadline, "the WebSocket made no job"
+            time.sleep(0.05)  # polling a deadline, not synchronising
+        job = _ended(server, made.pop(), timeout_s=30)
+        assert job["status"] == "cancelled"
+        assert time.monotonic() - stalled_at < 15
+        assert _closed_by_server(sock, timeout_s=10)
+        assert _stalled_cutoffs() == cut_before + 1
+    finally:
+        sock.close()
