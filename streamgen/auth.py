@@ -26,7 +26,9 @@ def install(app: Quart, gate_of: Callable[[], KeyGate]) -> None:
     async def check_key() -> None:
         if request.method == "OPTIONS" or is_open_path(request.path):
             return
-        query = request.args.get("api_key") if request.method in _QUERY_KEY_METHODS else None
+        # EventSource cannot set headers: an event stream may name its key in the query
+        readable = request.method in _QUERY_KEY_METHODS and request.path.endswith("/events")
+        query = request.args.get("api_key") if readable else None
         secret = secret_from(
             request.headers.get("Authorization"), request.headers.get("X-API-Key"), query
         )

@@ -221,7 +221,8 @@ class RequestLog:
 
         attributes = {"http.request.method": method, "http.route": route}
         try:
-            with tracing.current(f"HTTP {method} {route}", None, attributes, server=True) as span:
+            parent = headers.get(b"traceparent", b"").decode("latin-1") or None  # a caller's trace
+            with tracing.current(f"HTTP {method} {route}", parent, attributes, server=True) as span:
                 request_span = span
                 try:
                     await self.app(scope, receive, observed_send)

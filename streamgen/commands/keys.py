@@ -4,9 +4,11 @@ with a Redis broker, else the key file; see `streamgen.keys`).
     streamgen keys create --name ci --max-seconds 30 --daily-seconds 600
     streamgen keys list
     streamgen keys revoke key_0123456789ab
+    streamgen keys open --yes            # delete every key: anyone may use the server again
 
 `create` prints the secret once; only its hash is stored. `--json` prints machine-readable
-output. The first key created turns open mode off: from then on every request needs a key.
+output. The first key created turns open mode off: from then on every request needs a key,
+also once every key is revoked (then nobody gets in), until `open`.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def add_parser(subparsers: Any) -> None:
     actions.add_parser("list", help="list keys (ids, names, policies; never secrets)")
     revoke = actions.add_parser("revoke", help="delete a key: its requests get 401 at once")
     revoke.add_argument("key_id", help="the key's id (key_...)")
+    opened = actions.add_parser("open", help="delete every key: the server is open to anyone")
+    opened.add_argument("--yes", action="store_true", help="yes, open it (required)")
     p.set_defaults(func=run)
 
 
@@ -82,6 +86,8 @@ async def _run(args: argparse.Namespace, gate: KeyGate) -> int:
             return await _create(args, gate)
         if args.action == "list":
             return await _list(args, gate)
+        if args.action == "open":
+            return await _open(args, gate)
         return await _revoke(args, gate)
     finally:
         await gate.close()
@@ -129,4 +135,17 @@ async def _revoke(args: argparse.Namespace, gate: KeyGate) -> int:
         print(json.dumps({"revoked": args.key_id}))
     else:
         print(f"revoked {args.key_id}")
+    return 0
+
+
+async def _open(args: argparse.Namespace, gate: KeyGate) -> int:
+    if not args.yes:
+        print("streamgen keys: error: `open` deletes every key and lets anyone use the server; "
+              "add --yes to do it", file=sys.stderr)  # fmt: skip
+        return 2
+    count = await gate.store.open_up()
+    if args.json:
+        print(json.dumps({"deleted": count, "open": True}))
+    else:
+        print(f"deleted {count} key(s) from {gate.store.describe()}: the server is OPEN to anyone")
     return 0

@@ -33,6 +33,7 @@ def new_record(job: Job) -> dict[str, Any]:
         "listed": "1" if job.listed else "0",
         "key_id": job.key_id or "",
         "charged_seconds": repr(job.charged_seconds),
+        "charged_day": job.charged_day,
         "cap_seconds": repr(job.cap_seconds),
         "traceparent": job.traceparent,
         "created_at": repr(job.created_at),
@@ -85,11 +86,12 @@ def job_from_view(job_id: str, values: list[Any]) -> Job:
 
 
 def _key_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """key_id, charged_seconds and cap_seconds from a job's hash fields (absent in jobs
+    """key_id, charged_seconds, charged_day and cap_seconds from a job's hash fields (absent in jobs
     stored before keys existed)."""
     return {
         "key_id": text(fields.get("key_id") or b"") or None,
         "charged_seconds": number(fields.get("charged_seconds")) or 0.0,
+        "charged_day": int(number(fields.get("charged_day")) or 0),
         "cap_seconds": number(fields.get("cap_seconds")) or 0.0,
     }
 

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 QUEUE_NOTICE_S = 0.5  # a job expected to wait at least this long gets a `queued` event
 _JOB_FILE = re.compile(r"job_[0-9a-f]{20}(\.[0-9a-f]{8}\.part|\.mp4)")
 DELETE_WAIT_S = 30.0  # a deleted job that is running gets this long to stop
+OWNER_SCAN = 100  # jobs read a store page when one key's jobs are listed
 
 
 class JobManager:
@@ -167,6 +168,7 @@ class JobManager:
         job_id: str | None = None,
         key_id: str | None = None,
         charged_seconds: float = 0.0,
+        charged_day: int = 0,
         cap_seconds: float = 0.0,
     ) -> Job:
         """Check `request`, queue a job for it and publish its `start` event (and, when no
@@ -197,6 +199,7 @@ class JobManager:
             listed=listed,
             key_id=key_id,
             charged_seconds=charged_seconds,
+            charged_day=charged_day,
             cap_seconds=cap_seconds,
             traceparent=tracing.traceparent(),
             video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
@@ -241,10 +244,21 @@ class JobManager:
             terminal = ErrorPayload(code=code, message=message, param=None)
             await publish_terminal(self.broker, self.store, job, terminal)
 
-    async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
-        """A page of jobs in creation order (see `JobStore.page`)."""
+    async def page(
+        self, after: str | None, limit: int, newest_first: bool, *, owner: str | None = None
+    ) -> JobPage:
+        """A page of jobs in creation order (see `JobStore.page`); with `owner`, only the
+        jobs of that API key (the store's pages are read on until the page is full)."""
         try:
-            return await self.store.page(after, limit, newest_first)
+            if owner is None:
+                return await self.store.page(after, limit, newest_first)
+            mine: list[Job] = []
+            while True:
+                page = await self.store.page(after, max(limit, OWNER_SCAN), newest_first)
+                mine += [job for job in page.jobs if job.key_id == owner]
+                if len(mine) > limit or not page.has_more or not page.jobs:
+                    return JobPage(mine[:limit], len(mine) > limit or page.has_more)
+                after = page.jobs[-1].id
         except BrokerError as exc:
             raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
 

@@ -39,7 +39,8 @@ class Job:
     remixed_from: str | None = None  # the job whose settings and seed it took (a remix)
     listed: bool = False  # made through /v1/videos: its list shows it (no other job)
     key_id: str | None = None  # the API key that asked for it (None: open mode)
-    charged_seconds: float = 0.0  # video seconds taken from that key's daily quota
+    charged_seconds: float = 0.0  # video seconds taken from that key's daily quota...
+    charged_day: int = 0  # ...of this UTC day (days since 1970-01-01)
     cap_seconds: float = 0.0  # an unbounded job completes after this much video (0: setting)
     traceparent: str = ""  # W3C trace context of the request that made it (`tracing`)
     video_path: Path | None = None  # the file the worker writes (memory store only)

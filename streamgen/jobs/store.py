@@ -130,14 +130,12 @@ class JobStore(ABC):
     async def settle(self, job: Job) -> None:
         """The job's terminal event is published: mark it done, then run the
         `settled_hooks` (an API key's quota and job count are given back there)."""
-        try:
-            await self._settle(job)
-        finally:
-            for hook in self.settled_hooks:
-                try:
-                    await hook(job)
-                except Exception:  # a hook's failure must not undo the settling
-                    log.exception("job %s: a settled hook failed", job.id)
+        await self._settle(job)
+        for hook in self.settled_hooks:
+            try:
+                await hook(job)
+            except Exception:  # a hook's failure must not undo the settling
+                log.exception("job %s: a settled hook failed", job.id)
 
     @abstractmethod
     async def _settle(self, job: Job) -> None:

@@ -2,10 +2,11 @@
 policy applied to the jobs it asks for.
 
 A request names its key with ``Authorization: Bearer <secret>`` (as OpenAI clients send
-it) or ``X-API-Key: <secret>``; a GET or a WebSocket handshake may also send
-``?api_key=<secret>`` (browsers' EventSource and WebSocket cannot set headers; the access
-log never records query strings). The server is *open* (no key needed, no policy) only
-while no key exists at all, and says so loudly when it starts.
+it) or ``X-API-Key: <secret>``; an event stream (``GET .../events``) or a WebSocket
+handshake may also send ``?api_key=<secret>`` (browsers' EventSource and WebSocket cannot
+set headers; the access log never records query strings). The server is *open* (no key
+needed, no policy) only until the first key is made (or after `streamgen keys open`), and
+says so loudly when it starts. A key sees only its own jobs.
 
 Each key's requests per minute, unfinished jobs and video seconds per UTC day are counted
 in `Usage` (Redis with a Redis broker, so the limits hold across replicas). Refusals:
@@ -20,13 +21,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from segment_pipeline import ResolvedRequest
 
+from ..broker.base import BrokerError
 from ..config import Settings
-from ..errors import Forbidden, TooManyRequests, Unauthorized
+from ..errors import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
 from ..jobs.record import Job
 from .model import ApiKey, digest_of
 from .store import FileKeyStore, KeyStore, RedisKeyStore, default_keys_file
@@ -40,11 +44,12 @@ MIN_UNBOUNDED_S = 1.0  # an unbounded stream needs at least this much quota left
 
 @dataclass(frozen=True)
 class Charge:
-    """What admitting one job took from its key: `seconds` of today's quota, and the cap
-    an unbounded job gets (0: the server's `max_unbounded_seconds`)."""
+    """What admitting one job took from its key: `seconds` of the quota of UTC `day`, and
+    the cap an unbounded job gets (0: the server's `max_unbounded_seconds`)."""
 
     seconds: float = 0.0
     cap_seconds: float = 0.0
+    day: int = 0
 
 
 def secret_from(authorization: str | None, x_api_key: str | None, query: str | None) -> str:
@@ -84,16 +89,17 @@ class KeyGate:
             log.info("API keys are required (keys in %s)", self.store.describe())
         else:
             log.warning(
-                "OPEN MODE: no API key exists in %s, so anyone who can reach this server may "
-                "run any job at any priority. Create a key with `streamgen keys create` to "
-                "require keys.",
+                "OPEN MODE: no API key was ever made in %s, so anyone who can reach this "
+                "server may run any job at any priority. Create a key with `streamgen keys "
+                "create` to require keys.",
                 self.store.describe(),
             )
 
     async def identify(self, secret: str) -> ApiKey | None:
-        """The key `secret` names; None in open mode (no key exists). `Unauthorized` when
-        keys exist and `secret` is missing, unknown or revoked."""
-        key, keyed = await self.store.lookup(digest_of(secret) if secret else "")
+        """The key `secret` names; None in open mode (no key was ever made, or `keys open`).
+        `Unauthorized` when keys are required and `secret` is missing, unknown or revoked."""
+        with _reachable("check the API key"):
+            key, keyed = await self.store.lookup(digest_of(secret) if secret else "")
         if not keyed:
             return None
         if not secret:
@@ -113,7 +119,8 @@ class KeyGate:
     async def count_request(self, key: ApiKey) -> Window:
         """Count one request of `key`; `TooManyRequests` past its requests per minute."""
         limit = key.policy.requests_per_minute
-        window = await self.usage.hit(key.id, limit, time.time())
+        with _reachable("count the API key's requests"):
+            window = await self.usage.hit(key.id, limit, time.time())
         if window.exceeded:
             raise TooManyRequests(
                 f"API key {key.id} made more than {limit} requests this minute; try again "
@@ -157,7 +164,9 @@ class KeyGate:
                 param="seconds",
                 code="key_policy",
             )
-        if not await self.usage.hold(key.id, job_id, policy.max_concurrent_jobs, is_active):
+        with _reachable("count the API key's jobs"):
+            held = await self.usage.hold(key.id, job_id, policy.max_concurrent_jobs, is_active)
+        if not held:
             raise TooManyRequests(
                 f"API key {key.id} has {policy.max_concurrent_jobs} unfinished jobs, its "
                 "limit; wait for one to end or cancel one",
@@ -165,9 +174,11 @@ class KeyGate:
                 code="too_many_jobs",
             )
         try:
-            return await self._charge(key, seconds, unbounded)
+            with _reachable("charge the API key's quota"):
+                return await self._charge(key, seconds, unbounded)
         except BaseException:
-            await self.usage.release(key.id, job_id)
+            with _reachable("count the API key's jobs"):
+                await self.usage.release(key.id, job_id)
             raise
 
     async def _charge(self, key: ApiKey, seconds: float, unbounded: bool) -> Charge:
@@ -191,32 +202,46 @@ class KeyGate:
                 param="seconds",
                 code="quota_exceeded",
             )
-        return Charge(seconds, cap if unbounded and math.isfinite(cap) else 0.0)
+        return Charge(seconds, cap if unbounded and math.isfinite(cap) else 0.0, day)
 
     async def release(self, key: ApiKey | None, job_id: str, charge: Charge) -> None:
         """Undo `admit_job` for a job that was not created."""
         if key is None:
             return
-        await self.usage.release(key.id, job_id)
+        with _reachable("give back the API key's job and seconds"):
+            await self._give_back(key.id, job_id, charge)
+
+    async def _give_back(self, key_id: str, job_id: str, charge: Charge) -> None:
+        await self.usage.release(key_id, job_id)
         if charge.seconds > 0:
-            await self.usage.refund(key.id, charge.seconds, utc_day(time.time()))
+            await self.usage.refund(key_id, charge.seconds, charge.day, job_id)
 
     async def job_settled(self, job: Job) -> None:
         """A job ended: it no longer counts among its key's jobs, and the seconds it was
-        charged but did not make go back to the key's quota (for the day it was charged)."""
+        charged but did not make go back to the key's quota of the day it was charged
+        (once, however often the job is settled)."""
         if job.key_id is None:
             return
         await self.usage.release(job.key_id, job.id)
         made = job.frames_done / job.request.fps if job.request.fps else 0.0
         unused = job.charged_seconds - made
         if unused > 1e-6:
-            await self.usage.refund(job.key_id, unused, utc_day(job.created_at))
+            await self.usage.refund(job.key_id, unused, job.charged_day, job.id)
 
     async def close(self) -> None:
         try:
             await self.usage.close()
         finally:
             await self.store.close()
+
+
+@contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Redis down (or closed) while keys are checked: 503, not 500."""
+    try:
+        yield
+    except BrokerError as exc:
+        raise ServiceUnavailable(f"cannot {what}: {exc}", code="keys_unavailable") from exc
 
 
 def rate_headers(window: Window) -> dict[str, str]:

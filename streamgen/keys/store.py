@@ -2,15 +2,21 @@
 sees a key the moment it is created or revoked), else in a JSON file.
 
 Both are read on every authenticated request: the file only when it changed on disk (its
-modification time and size), Redis in one round trip (the key and whether any key exists).
+inode, modification time and size), Redis in one round trip (the key, and whether keys are
+required).
+
+Keys are required from the first `add` on, until `open_up`: revoking the last key leaves a
+server that refuses everyone, not an open one (the file, or a marker in Redis, stays).
 """
 
 from __future__ import annotations
 
-import asyncio
+import fcntl
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,7 @@ class KeyStore(ABC):
 
     @abstractmethod
     async def lookup(self, digest: str) -> tuple[ApiKey | None, bool]:
-        """(the key whose secret has `digest`, whether any key exists at all)."""
+        """(the key whose secret has `digest`, whether keys are required)."""
 
     @abstractmethod
     async def keys(self) -> list[ApiKey]:
@@ -40,6 +46,10 @@ class KeyStore(ABC):
     async def revoke(self, key_id: str) -> bool:
         """Delete the key `key_id`; False when there is none."""
 
+    @abstractmethod
+    async def open_up(self) -> int:
+        """Delete every key and stop requiring keys (open mode); the keys deleted."""
+
     async def close(self) -> None:  # noqa: B027 (optional)
         """Release connections."""
 
@@ -50,22 +60,24 @@ class KeyStore(ABC):
 
 class FileKeyStore(KeyStore):
     """Keys in a JSON file (``{"keys": [...]}``), written whole to a temporary file and
-    renamed over it, readable by its owner only."""
+    renamed over it, readable by its owner only; writers (the CLI, several at once) take
+    an exclusive lock on ``<file>.lock`` first. Keys are required while the file exists."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._by_digest: dict[str, ApiKey] = {}
-        self._lock = asyncio.Lock()
+        self._exists = False
 
     def describe(self) -> str:
         return f"file {self.path}"
 
-    def _read(self) -> list[ApiKey]:
+    def _read(self) -> list[ApiKey] | None:
+        """The keys, or None when there is no file."""
         try:
             raw = self.path.read_text()
         except FileNotFoundError:
-            return []
+            return None
         try:
             records = json.loads(raw).get("keys", [])
         except (ValueError, AttributeError) as exc:
@@ -75,16 +87,17 @@ class FileKeyStore(KeyStore):
     def _current(self) -> dict[str, ApiKey]:
         try:
             stat = self.path.stat()
-            seen = (stat.st_mtime_ns, stat.st_size)
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
-            seen = (0, 0)
+            seen = (0, 0, 0)
         if seen != self._seen:
-            self._by_digest = {key.digest: key for key in self._read()}
+            keys = self._read()
+            self._exists = keys is not None
+            self._by_digest = {key.digest: key for key in keys or []}
             self._seen = seen
         return self._by_digest
 
     def _write(self, keys: list[ApiKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         body = json.dumps({"keys": [key.to_dict() for key in keys]}, indent=2)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -92,33 +105,51 @@ class FileKeyStore(KeyStore):
             file.write(body + "\n")
         os.replace(temporary, self.path)
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     async def lookup(self, digest: str) -> tuple[ApiKey | None, bool]:
         keys = self._current()
-        return keys.get(digest), bool(keys)
+        return keys.get(digest), self._exists
 
     async def keys(self) -> list[ApiKey]:
-        return sorted(self._read(), key=lambda key: key.created_at)
+        return sorted(self._read() or [], key=lambda key: key.created_at)
 
     async def add(self, key: ApiKey) -> None:
-        async with self._lock:
-            self._write([*self._read(), key])
+        with self._locked():
+            self._write([*(self._read() or []), key])
 
     async def revoke(self, key_id: str) -> bool:
-        async with self._lock:
-            keys = self._read()
+        with self._locked():
+            keys = self._read() or []
             kept = [key for key in keys if key.id != key_id]
             if len(kept) == len(keys):
                 return False
             self._write(kept)
             return True
 
+    async def open_up(self) -> int:
+        with self._locked():
+            count = len(self._read() or [])
+            self.path.unlink(missing_ok=True)
+            return count
+
 
 class RedisKeyStore(KeyStore):
-    """Keys in one Redis hash, ``{prefix}:apikeys``: digest -> JSON record."""
+    """Keys in one Redis hash, ``{prefix}:apikeys``: digest -> JSON record; keys are
+    required while ``{prefix}:apikeys:required`` exists."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.hash = f"{prefix}:apikeys"
+        self.required = f"{prefix}:apikeys:required"
         self._redis: Redis = connect(url)
         self._closed = False
 
@@ -138,7 +169,7 @@ class RedisKeyStore(KeyStore):
         async def both() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hget(self.hash, digest)
-                pipe.exists(self.hash)
+                pipe.exists(self.required)
                 return list(await pipe.execute())
 
         record, exists = await self._call("look up an API key", both)
@@ -151,9 +182,14 @@ class RedisKeyStore(KeyStore):
 
     async def add(self, key: ApiKey) -> None:
         record = json.dumps(key.to_dict())
-        await self._call(
-            "store an API key", lambda: self._redis.hset(self.hash, key.digest, record)
-        )
+
+        async def both() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.hash, key.digest, record)
+                pipe.set(self.required, "1")
+                await pipe.execute()
+
+        await self._call("store an API key", both)
 
     async def revoke(self, key_id: str) -> bool:
         digests = [key.digest for key in await self.keys() if key.id == key_id]
@@ -163,6 +199,11 @@ class RedisKeyStore(KeyStore):
             "revoke an API key", lambda: self._redis.hdel(self.hash, *digests)
         )
         return bool(removed)
+
+    async def open_up(self) -> int:
+        count = len(await self.keys())
+        await self._call("open the server", lambda: self._redis.delete(self.hash, self.required))
+        return count
 
     async def close(self) -> None:
         self._closed = True

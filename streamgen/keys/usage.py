@@ -4,15 +4,18 @@ else in this process.
 
 - Requests: a fixed one-minute window per key (the count expires with its window).
 - Video seconds: a UTC day's total per key, taken when a job is accepted (its requested
-  length; an unbounded job's cap) and given back, for what was not made, when it ends.
-- Jobs: the set of a key's unfinished jobs; a job leaves it when it is settled, and ids of
-  jobs that ended elsewhere without saying so (a crashed process) are pruned when the set
-  looks full.
+  length; an unbounded job's cap) and given back, for what was not made, when it ends
+  (once per job, whoever settles it).
+- Jobs: a key's unfinished jobs with the time each was counted; a job leaves when it is
+  settled, and one that ended elsewhere without saying so (a crashed process) is pruned
+  when the set looks full, if it was counted more than `HOLD_GRACE_S` ago (a job being
+  created is counted before it exists).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from ..broker.redis_ops import connect, redact, retrying
 
 OP_TIMEOUT_S = 5.0
 DAY_S = 86400
+HOLD_GRACE_S = 60.0  # a counted job id is not pruned for being unknown before this
+REFUND_MARK_S = 2 * DAY_S  # how long "this job's seconds were given back" is remembered
 IsActive = Callable[[str], Awaitable[bool]]
 
 
@@ -67,7 +72,8 @@ class Usage(ABC):
     async def used(self, key_id: str, day: int) -> float: ...
 
     @abstractmethod
-    async def refund(self, key_id: str, seconds: float, day: int) -> None: ...
+    async def refund(self, key_id: str, seconds: float, day: int, job_id: str) -> None:
+        """Give `seconds` back to the key's `day`, once per `job_id`."""
 
     @abstractmethod
     async def hold(self, key_id: str, job_id: str, limit: int, is_active: IsActive) -> bool:
@@ -84,7 +90,8 @@ class MemoryUsage(Usage):
     def __init__(self) -> None:
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (minute, count)
         self._days: dict[tuple[str, int], float] = {}
-        self._jobs: dict[str, set[str]] = {}
+        self._jobs: dict[str, dict[str, float]] = {}  # key -> {job id: counted at}
+        self._refunded: dict[str, None] = {}  # job ids, oldest first (bounded)
         self._lock = asyncio.Lock()
 
     async def hit(self, key_id: str, limit: int, now: float) -> Window:
@@ -104,24 +111,30 @@ class MemoryUsage(Usage):
     async def used(self, key_id: str, day: int) -> float:
         return self._days.get((key_id, day), 0.0)
 
-    async def refund(self, key_id: str, seconds: float, day: int) -> None:
+    async def refund(self, key_id: str, seconds: float, day: int, job_id: str) -> None:
+        if job_id in self._refunded:
+            return
+        self._refunded[job_id] = None
+        while len(self._refunded) > 10_000:
+            del self._refunded[next(iter(self._refunded))]
         if (key_id, day) in self._days:
             self._days[(key_id, day)] = max(0.0, self._days[(key_id, day)] - seconds)
 
     async def hold(self, key_id: str, job_id: str, limit: int, is_active: IsActive) -> bool:
         async with self._lock:
-            jobs = self._jobs.setdefault(key_id, set())
+            jobs = self._jobs.setdefault(key_id, {})
             if limit > 0 and len(jobs) >= limit:
-                for other in list(jobs):
-                    if not await is_active(other):
-                        jobs.discard(other)
+                old = time.time() - HOLD_GRACE_S
+                for other, at in list(jobs.items()):
+                    if at < old and not await is_active(other):
+                        jobs.pop(other, None)
             if limit > 0 and len(jobs) >= limit:
                 return False
-            jobs.add(job_id)
+            jobs[job_id] = time.time()
             return True
 
     async def release(self, key_id: str, job_id: str) -> None:
-        self._jobs.get(key_id, set()).discard(job_id)
+        self._jobs.get(key_id, {}).pop(job_id, None)
 
 
 _HIT = """
@@ -140,6 +153,7 @@ return after
 """
 
 _REFUND = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
 local used = tonumber(redis.call('GET', KEYS[1]) or '-1')
 if used < 0 then return 0 end
 local after = math.max(0, used - tonumber(ARGV[1]))
@@ -149,8 +163,8 @@ return 1
 
 _HOLD = """
 local limit = tonumber(ARGV[2])
-if limit > 0 and redis.call('SCARD', KEYS[1]) >= limit then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
 
@@ -201,23 +215,28 @@ class RedisUsage(Usage):
         value = await self._call("read API key use", lambda: self._redis.get(day_key))
         return float(value or 0.0)
 
-    async def refund(self, key_id: str, seconds: float, day: int) -> None:
-        await self._script("refund", [self._key(key_id, "day", day)], [repr(seconds)])
+    async def refund(self, key_id: str, seconds: float, day: int, job_id: str) -> None:
+        mark = ":".join([self.prefix, "usage", "refunded", job_id])
+        keys = [self._key(key_id, "day", day), mark]
+        await self._script("refund", keys, [repr(seconds), int(REFUND_MARK_S)])
 
     async def hold(self, key_id: str, job_id: str, limit: int, is_active: IsActive) -> bool:
         jobs = self._key(key_id, "jobs")
-        if await self._script("hold", [jobs], [job_id, limit]):
+        if await self._script("hold", [jobs], [job_id, limit, repr(time.time())]):
             return True
-        members = await self._call("list a key's jobs", lambda: self._redis.smembers(jobs))
+        old = time.time() - HOLD_GRACE_S
+        members = await self._call(
+            "list a key's jobs", lambda: self._redis.zrangebyscore(jobs, "-inf", old)
+        )
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         ended = [name for name in names if not await is_active(name)]
         if ended:
-            await self._call("prune a key's jobs", lambda: self._redis.srem(jobs, *ended))
-        return bool(await self._script("hold", [jobs], [job_id, limit]))
+            await self._call("prune a key's jobs", lambda: self._redis.zrem(jobs, *ended))
+        return bool(await self._script("hold", [jobs], [job_id, limit, repr(time.time())]))
 
     async def release(self, key_id: str, job_id: str) -> None:
         jobs = self._key(key_id, "jobs")
-        await self._call("release a key's job", lambda: self._redis.srem(jobs, job_id))
+        await self._call("release a key's job", lambda: self._redis.zrem(jobs, job_id))
 
     async def close(self) -> None:
         self._closed = True

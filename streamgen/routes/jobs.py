@@ -20,7 +20,7 @@ from .responses import (
     sse_response,
     video_file_response,
 )
-from .state import app_state
+from .state import app_state, visible_job
 from .submit import submit
 from .table import Param, Reply, api_route, read_params
 from .views import job_object
@@ -57,7 +57,7 @@ async def create_job() -> tuple[Response, int, dict[str, str]]:
     replies={200: Reply(model=JobObject), **_NOT_FOUND},
 )
 async def get_job(job_id: str) -> Response:
-    return jsonify(job_object(await app_state().manager.get(job_id)))
+    return jsonify(job_object(await visible_job(app_state(), job_id)))
 
 
 @api_route(
@@ -74,7 +74,7 @@ async def get_job(job_id: str) -> Response:
 )
 async def cancel_job(job_id: str) -> tuple[Response, int]:
     state = app_state()
-    job = await state.manager.get(job_id)
+    job = await visible_job(state, job_id)
     await state.manager.cancel(job)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(job.done.wait(), timeout=state.settings.graceful_timeout_seconds)
@@ -111,7 +111,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 )
 async def job_events(job_id: str) -> Response:
     state = app_state()
-    job = await state.manager.get(job_id)
+    job = await visible_job(state, job_id)
     from_seq = from_seq_of(request.headers.get("Last-Event-ID"), request.args.get("from_seq"))
     wants_ndjson = _events_format() == "ndjson"
     omit = payload_omit(request.args.get("payload"))
@@ -145,7 +145,7 @@ def _events_format() -> str:
 )
 async def job_video(job_id: str) -> Response:
     state = app_state()
-    job = await state.manager.get(job_id)
+    job = await visible_job(state, job_id)
     if job.finished:
         return await video_file_response(state, job)
     follower = await open_follower(state, job, 0)

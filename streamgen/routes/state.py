@@ -15,8 +15,8 @@ from quart import current_app, g
 from segment_pipeline import SegmentedGenerator
 from streamgen.broker.base import Broker
 from streamgen.config import Settings
-from streamgen.errors import ServiceError, ServiceUnavailable
-from streamgen.jobs import JobManager
+from streamgen.errors import JobNotFound, ServiceError, ServiceUnavailable
+from streamgen.jobs import Job, JobManager
 from streamgen.keys import ApiKey
 from streamgen.runtime import Runtime
 from streamgen.streaming import FrameCache
@@ -68,3 +68,13 @@ def websocket_refusal() -> ServiceError | None:
     """Why the WebSocket in this context may not be used (its key), or None."""
     refusal: ServiceError | None = g.get("key_refusal")
     return refusal
+
+
+async def visible_job(state: AppState, job_id: str) -> Job:
+    """Job `job_id` as the request's API key may see it: its own jobs only (any job in
+    open mode); another key's job is `JobNotFound`, as if it did not exist."""
+    job = await state.manager.get(job_id)
+    key = current_key()
+    if key is not None and job.key_id != key.id:
+        raise JobNotFound(job_id)
+    return job

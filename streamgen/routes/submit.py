@@ -55,6 +55,7 @@ async def submit(
             job_id=job_id,
             key_id=None if key is None else key.id,
             charged_seconds=charge.seconds,
+            charged_day=charge.day,
             cap_seconds=charge.cap_seconds,
         )
     except BaseException:

@@ -28,7 +28,7 @@ from streamgen.protocol import (
 from streamgen.transports import mp4
 
 from .responses import video_file_response
-from .state import AppState, app_state
+from .state import AppState, app_state, current_key, visible_job
 from .submit import submit
 from .table import Param, Reply, api_route, read_params
 from .views import error_body
@@ -148,7 +148,10 @@ async def list_videos() -> Response:
     if order not in ("asc", "desc"):
         raise InvalidParameter(f"order must be asc or desc, got {order!r}", param="order")
     try:
-        page = await app_state().manager.page(after, limit, newest_first=order == "desc")
+        key = current_key()
+        page = await app_state().manager.page(
+            after, limit, newest_first=order == "desc", owner=None if key is None else key.id
+        )
     except NotFound as exc:
         raise InvalidParameter(f"after: no video {after!r} here", param="after") from exc
     data = [video_object(job) for job in page.jobs]
@@ -180,7 +183,7 @@ def _page_limit(text: str | None) -> int:
     replies={200: Reply(model=VideoObject), 404: Reply(model=ErrorResponse)},
 )
 async def get_video(video_id: str) -> Response:
-    job = await app_state().manager.get(video_id)
+    job = await visible_job(app_state(), video_id)
     return jsonify(video_object(job)), 200, _poll_after_ms(job)  # type: ignore[return-value]
 
 
@@ -197,7 +200,7 @@ async def get_video(video_id: str) -> Response:
 )
 async def delete_video(video_id: str) -> Response:
     manager = app_state().manager
-    await manager.delete(await manager.get(video_id))
+    await manager.delete(await visible_job(app_state(), video_id))
     return jsonify(VideoDeleted(id=video_id).model_dump())
 
 
@@ -217,7 +220,7 @@ async def delete_video(video_id: str) -> Response:
 async def remix_video(video_id: str) -> Response:
     state = app_state()
     remix = parse(VideoRemixRequest, await read_params())
-    source = await state.manager.get(video_id)
+    source = await visible_job(state, video_id)
     return await _submit_video(state, remix_params(source, remix.prompt), remixed_from=source.id)
 
 
@@ -262,7 +265,7 @@ async def video_content(video_id: str) -> Response:
         raise InvalidParameter(
             f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant"
         )
-    job = await state.manager.get(video_id)
+    job = await visible_job(state, video_id)
     if job.status != "completed":
         raise Conflict(
             f"video {job.id} is {_STATUS[job.status]}, not completed; while it runs, "

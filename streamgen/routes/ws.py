@@ -24,7 +24,7 @@ from streamgen.streaming import Follower
 from streamgen.transports import ws as framing
 
 from .responses import open_follower
-from .state import AppState, app_state, websocket_refusal
+from .state import AppState, app_state, visible_job, websocket_refusal
 from .submit import submit
 
 bp = Blueprint("ws", __name__)
@@ -61,7 +61,7 @@ async def _start(state: AppState, command: framing.Command) -> Follower:
     if isinstance(command, framing.Cancel):
         raise Conflict("nothing to cancel: start or subscribe to a job first", param="cancel")
     if isinstance(command, framing.Subscribe):
-        job = await state.manager.get(command.job_id)
+        job = await visible_job(state, command.job_id)
         return await open_follower(state, job, command.from_seq)
     params = parse(GenerationParams, command.params)
     job = await submit(state, params, request_scoped=True, live=True)

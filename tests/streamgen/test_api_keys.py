@@ -51,8 +51,8 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 def jobs_made(server: ServerThread) -> int:
-    queued, running = server.call(lambda: server.app.extensions["streamgen"].runtime.store.counts())
-    return int(queued) + int(running)
+    """Jobs the server's (memory) store holds, finished or not."""
+    return len(server.call(lambda: list(server.app.extensions["streamgen"].runtime.store.jobs)))
 
 
 def test_open_until_a_key_exists_then_every_api_call_needs_one(
@@ -73,19 +73,28 @@ def test_open_until_a_key_exists_then_every_api_call_needs_one(
     secret = created["secret"]
     assert httpx.get(f"{server.url}/v1/models", headers=bearer(secret)).status_code == 200
     assert httpx.get(f"{server.url}/v1/models", headers={"X-API-Key": secret}).status_code == 200
-    assert httpx.get(f"{server.url}/v1/models?api_key={secret}").status_code == 200
-    # a query key is for what cannot set headers (EventSource, WebSocket): GETs only
+    # a query key is for what cannot set headers (EventSource, WebSocket) only
+    assert httpx.get(f"{server.url}/v1/models?api_key={secret}").status_code == 401
     posted = httpx.post(f"{server.url}/v1/jobs?api_key={secret}", json=SMALL)
     assert posted.status_code == 401
+    job = httpx.post(f"{server.url}/v1/jobs", json={**SMALL, "num_frames": 8},
+                     headers=bearer(secret)).json()  # fmt: skip
+    events = httpx.get(f"{server.url}/v1/jobs/{job['id']}/events?api_key={secret}")
+    assert events.status_code == 200 and b"event: complete" in events.content
     for open_path in ("/health", "/openapi.json", "/", "/metrics"):
         assert httpx.get(f"{server.url}{open_path}").status_code == 200, open_path
 
     listed = keys_cli(capsys, "--keys-file", str(keys_file), "list")
     assert [k["id"] for k in listed] == [created["id"]] and "digest" not in listed[0]
     assert keys_cli(capsys, "--keys-file", str(keys_file), "revoke", created["id"])
+    # the last key went: nobody gets in (keys stay required) ...
     revoked = httpx.get(f"{server.url}/v1/models", headers=bearer(secret))
-    # the last key went: the server is open again (and says which key was refused: none)
-    assert revoked.status_code == 200
+    assert (revoked.status_code, revoked.json()["error"]["code"]) == (401, "invalid_api_key")
+    assert httpx.get(f"{server.url}/v1/models").status_code == 401
+    # ... until the operator opens the server on purpose
+    opened = keys_cli(capsys, "--keys-file", str(keys_file), "open", "--yes")
+    assert opened == {"deleted": 0, "open": True}
+    assert httpx.get(f"{server.url}/v1/models").status_code == 200
 
 
 def test_a_revoked_key_is_refused_while_others_remain(
@@ -180,7 +189,10 @@ def test_unfinished_jobs_and_daily_seconds_are_counted_and_given_back(
             ended = await wait_finished(client, server.url, job_id)
             made = ended["frames_done"] / 8.0  # fps 8
             # settled: the unused seconds went back (the hook runs right after settling)
-            used = await poll(lambda: _used_if_refunded(server, gate, key["id"]))
+            store = server.app.extensions["streamgen"].runtime.store
+            day = server.call(lambda: store.get(job_id)).charged_day
+            assert day == utc_day(ended["created_at"])
+            used = await poll(lambda: _used_if_refunded(server, gate, key["id"], day))
             assert used == pytest.approx(made, abs=1e-6) and 0 < made < 100
 
             # 100 s never fits once anything was made; 1 s does
@@ -198,8 +210,8 @@ def test_unfinished_jobs_and_daily_seconds_are_counted_and_given_back(
     asyncio.run(main())
 
 
-async def _used_if_refunded(server: ServerThread, gate: Any, key_id: str) -> float | None:
-    used = server.call(lambda: gate.usage.used(key_id, utc_day(time.time())))
+async def _used_if_refunded(server: ServerThread, gate: Any, key_id: str, day: int) -> float | None:
+    used = server.call(lambda: gate.usage.used(key_id, day))
     return float(used) if used < 100 - 1e-6 else None
 
 
@@ -228,6 +240,11 @@ def test_the_websocket_handshake_needs_the_key(
                 await socket.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
         assert "API key" in closed.value.rcvd.reason
+        async with websockets.connect(f"{ws_url}?api_key=sgk_wrong") as socket:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await socket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        assert "invalid_api_key" in closed.value.rcvd.reason
         async with websockets.connect(f"{ws_url}?api_key={key['secret']}") as socket:
             await socket.send(json.dumps({**SMALL, "num_frames": 8}))
             first = await socket.recv()
@@ -243,8 +260,8 @@ def test_the_access_log_names_the_key_id_never_the_secret(
     key = keys_cli(capsys, "--keys-file", str(keys_file), "create")
     httpx.get(f"{server.url}/v1/models", headers={**bearer(key["secret"]),
                                                  "X-Request-Id": "keyed-1"})  # fmt: skip
-    httpx.get(f"{server.url}/v1/models?api_key={key['secret']}",
-              headers={"X-Request-Id": "keyed-2"})  # fmt: skip
+    httpx.get(f"{server.url}/v1/models",
+              headers={"X-API-Key": key["secret"], "X-Request-Id": "keyed-2"})  # fmt: skip
     mine = [line for line in access_lines.lines
             if line.get("request_id") in ("keyed-1", "keyed-2")]  # fmt: skip
     assert len(mine) == 2 and all(line["key_id"] == key["id"] for line in mine)
@@ -290,3 +307,69 @@ def test_two_replicas_share_a_keys_rate_limit(
     finally:
         a.stop()
         b.stop()
+
+
+def test_concurrent_requests_cannot_pass_the_job_limit(
+    keyed: tuple[ServerThread, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, keys_file = keyed
+    key = keys_cli(
+        capsys, "--keys-file", str(keys_file), "create", "--max-concurrent-jobs", "1",
+        "--unbounded", "--max-seconds", "0",
+    )  # fmt: skip
+    endless = {"prompt": "a red ball moving left", "unbounded": True}
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=60, headers=bearer(key["secret"])) as client:
+            answers = await asyncio.gather(
+                *(client.post(f"{server.url}/v1/jobs", json=endless) for _ in range(6))
+            )
+            codes = sorted(a.status_code for a in answers)
+            assert codes == [202, 429, 429, 429, 429, 429]
+            made = next(a.json()["id"] for a in answers if a.status_code == 202)
+            await client.delete(f"{server.url}/v1/jobs/{made}")
+
+    asyncio.run(main())
+    assert jobs_made(server) == 1
+
+
+def test_a_key_sees_only_its_own_jobs(
+    keyed: tuple[ServerThread, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, keys_file = keyed
+    mine = keys_cli(capsys, "--keys-file", str(keys_file), "create")
+    theirs = keys_cli(capsys, "--keys-file", str(keys_file), "create")
+    body = {"prompt": "a red ball", "seconds": "1", "size": "128x128"}
+    video = httpx.post(f"{server.url}/v1/videos", json=body, headers=bearer(mine["secret"]))
+    assert video.status_code == 200, video.text
+    video_id = video.json()["id"]
+    other = bearer(theirs["secret"])
+    for method, path in [("GET", f"/v1/videos/{video_id}"), ("GET", f"/v1/jobs/{video_id}"),
+                         ("GET", f"/v1/jobs/{video_id}/events"),
+                         ("GET", f"/v1/videos/{video_id}/content"),
+                         ("DELETE", f"/v1/jobs/{video_id}"),
+                         ("DELETE", f"/v1/videos/{video_id}")]:  # fmt: skip
+        answer = httpx.request(method, f"{server.url}{path}", headers=other)
+        assert answer.status_code == 404, (method, path, answer.status_code)
+    assert httpx.get(f"{server.url}/v1/videos", headers=other).json()["data"] == []
+    listed = httpx.get(f"{server.url}/v1/videos", headers=bearer(mine["secret"])).json()
+    assert [v["id"] for v in listed["data"]] == [video_id]
+    assert httpx.get(f"{server.url}/v1/videos/{video_id}",
+                     headers=bearer(mine["secret"])).status_code == 200  # fmt: skip
+
+
+@pytest.mark.redis
+def test_keys_answer_503_while_redis_is_down(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = "keys" + secrets.token_hex(4)
+    monkeypatch.setenv("STREAMGEN_REDIS_KEY_PREFIX", prefix)
+    server = ServerThread({"broker": redis_server.url, "redis_key_prefix": prefix}).start()
+    try:
+        key = keys_cli(capsys, "--broker", redis_server.url, "create")
+        assert httpx.get(f"{server.url}/v1/models", headers=bearer(key["secret"])).is_success
+        redis_server.kill()
+        down = httpx.get(f"{server.url}/v1/models", headers=bearer(key["secret"]), timeout=30)
+        assert down.status_code == 503 and down.json()["error"]["code"] == "keys_unavailable"
+    finally:
+        server.stop()

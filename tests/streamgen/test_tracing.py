@@ -29,14 +29,20 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield _EXPORTER
 
 
-def _wait_for_job_span(exporter: InMemorySpanExporter, job_id: str) -> Any:
+def _wait_for_spans(exporter: InMemorySpanExporter, job_id: str) -> tuple[Any, Any]:
+    """The job's span and its parent, the request's, once both ended (the job's ends after
+    its last event, the request's once the app returned: either may come last)."""
     deadline = time.monotonic() + 60
     while True:
-        for span in exporter.get_finished_spans():
-            if span.name == "job" and span.attributes.get("streamgen.job_id") == job_id:
-                return span
-        assert time.monotonic() < deadline, "the job's span never ended"
-        time.sleep(0.02)  # polling a deadline: the job span ends after its last event
+        finished = exporter.get_finished_spans()
+        job = next((s for s in finished if s.name == "job"
+                    and s.attributes.get("streamgen.job_id") == job_id), None)  # fmt: skip
+        if job is not None:
+            request = next((s for s in finished if s.context.span_id == job.parent.span_id), None)
+            if request is not None:
+                return job, request
+        assert time.monotonic() < deadline, "the job's or the request's span never ended"
+        time.sleep(0.02)  # polling a deadline, not synchronising
 
 
 def test_a_stream_is_traced_from_request_to_encode(
@@ -47,9 +53,8 @@ def test_a_stream_is_traced_from_request_to_encode(
         job_id = r.headers["X-Job-Id"]
         body = b"".join(r.iter_bytes())
     assert b"event: complete" in body
-    job = _wait_for_job_span(spans, job_id)
+    job, request = _wait_for_spans(spans, job_id)
     finished = spans.get_finished_spans()
-    request = next(s for s in finished if s.context.span_id == job.parent.span_id)
     assert request.name == "HTTP POST /generate-stream"
     assert request.kind == trace.SpanKind.SERVER
     assert request.attributes["http.response.status_code"] == 200
@@ -74,3 +79,17 @@ def test_without_the_api_nothing_is_made(monkeypatch: pytest.MonkeyPatch) -> Non
     with tracing.current("x") as span:
         assert span is None
     tracing.end(None)  # no-op
+
+
+def test_a_callers_trace_is_continued(server_url: str, spans: InMemorySpanExporter) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    given = f"00-{trace_id}-00f067aa0ba902b7-01"
+    assert httpx.get(f"{server_url}/health", headers={"traceparent": given}).status_code == 200
+    deadline = time.monotonic() + 10
+    while not [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "HTTP GET /health" and f"{s.context.trace_id:032x}" == trace_id
+    ]:
+        assert time.monotonic() < deadline, "no span continued the caller's trace"
+        time.sleep(0.02)  # polling a deadline, not synchronising
