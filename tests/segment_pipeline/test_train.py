@@ -125,3 +125,33 @@ def test_first_windows_can_train_at_the_top_of_the_schedule() -> None:
     counts_with_more_first = [draw_given_count(np.random.default_rng(s), 12, 4, 0.5)
                               for s in range(2000)]  # fmt: skip
     assert 0.45 < counts_with_more_first.count(0) / 2000 < 0.55
+
+
+def test_seam_frames_can_weigh_more() -> None:
+    from segment_pipeline.train import _seam_weights
+
+    weights = _seam_weights(torch.tensor([0, 1, 4, 10]), 12, TrainConfig(seam_weight=2.0))
+    per_frame = weights[:, ::3, 0, 0]
+    assert bool((per_frame[:2] == 1).all())  # a first window, a reference image: no seam
+    assert per_frame[2].tolist() == [1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1]  # after 4 given
+    assert per_frame[3].tolist() == [1] * 10 + [3, 3]
+
+
+def test_decoder_fine_tune_changes_only_the_decoder_and_resumes(tmp_path: Path) -> None:
+    from segment_pipeline.train_decoder import DecoderTrainConfig, run
+
+    Trainer(tmp_path / "base", TRAIN, TINY).run()
+    base = TinyVideoDiffusion.load(tmp_path / "base" / "model")
+    train = DecoderTrainConfig(steps=3, frames=4, warmup_steps=1, seed=5)
+    straight = run(tmp_path / "base" / "model", tmp_path / "straight", train)
+    assert straight["steps"] == 3
+    tuned = TinyVideoDiffusion.load(tmp_path / "straight" / "model")
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, base.state_dict()[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)
+
+    run(tmp_path / "base" / "model", tmp_path / "resumed", DecoderTrainConfig(
+        **{**train.__dict__, "steps": 2}))  # fmt: skip
+    run(tmp_path / "base" / "model", tmp_path / "resumed", train, resume=True)
+    resumed = TinyVideoDiffusion.load(tmp_path / "resumed" / "model")
+    for key, value in tuned.state_dict().items():
+        assert torch.allclose(resumed.state_dict()[key], value, atol=1e-3), key
