@@ -20,6 +20,12 @@ def window_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+# Caps of the model's own, under the service's: one window of a larger request would hold a
+# CPU worker for minutes (a window cannot be preempted, only cancelled between steps).
+MAX_SCALE = 4  # frames up to 4x the trained size a side (512x512 for streamgen-tiny)
+MAX_STEPS = 50
+
+
 class EmbeddedGenerator(SegmentedGenerator):
     """Generates with the shipped default model (or one saved by training) on CPU or GPU."""
 
@@ -56,13 +62,26 @@ class EmbeddedGenerator(SegmentedGenerator):
         config = self.model.config
         # Area averaging, then a halving per UNet level below the first.
         step = config.downsample * 2 ** (len(config.block_out_channels) - 1)
-        for param, value in (("width", request.width), ("height", request.height)):
+        for param, value, native in (("width", request.width, config.width),
+                                     ("height", request.height, config.height)):  # fmt: skip
             if value % step or value < step:
                 raise InvalidRequest(
                     f"{param} must be a multiple of {step} for the embedded model "
                     f"(it was trained at {config.width}x{config.height}), got {value}",
                     param=param,
                 )
+            if value > MAX_SCALE * native:
+                raise InvalidRequest(
+                    f"{param} can be at most {MAX_SCALE * native} for the embedded model "
+                    f"({MAX_SCALE}x the {native} px it was trained at), got {value}",
+                    param=param,
+                )
+        if request.num_inference_steps > MAX_STEPS:
+            raise InvalidRequest(
+                f"num_inference_steps can be at most {MAX_STEPS} for the embedded model "
+                f"(it is trained for {config.default_steps}), got {request.num_inference_steps}",
+                param="num_inference_steps",
+            )
         if request.segment_frames > config.frames:
             raise InvalidRequest(
                 f"segment_frames can be at most {config.frames} for the embedded model, "

@@ -15,6 +15,7 @@ import torch
 
 from segment_pipeline.backends.embedded import EmbeddedGenerator
 from segment_pipeline.embedded_model import ATTRIBUTES
+from segment_pipeline.errors import InvalidRequest
 from segment_pipeline.request import GenerationRequest
 from segment_pipeline.train import attribute_labels
 from segment_pipeline.world import (
@@ -99,3 +100,20 @@ def test_generated_videos_follow_held_out_prompts(generator: EmbeddedGenerator) 
         hits["direction"] += len(centres) >= 2 and heading(centres) == spec.direction
     assert hits["colour"] >= 7 and hits["background"] >= 6, hits
     assert hits["direction"] >= DIRECTION_HITS, hits
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [({"width": 640}, "width"), ({"height": 1280}, "height"),
+     ({"num_inference_steps": 51}, "num_inference_steps")],
+)  # fmt: skip
+def test_requests_past_the_models_own_caps_are_refused(
+    generator: EmbeddedGenerator, change: dict[str, int], param: str
+) -> None:
+    """Under the service's caps (1280 px, 200 steps): one window of such a request would
+    hold a CPU worker for minutes."""
+    with pytest.raises(InvalidRequest) as refused:
+        generator.resolve(GenerationRequest("a red ball", seconds=1.0, **change))
+    assert refused.value.param == param and "embedded model" in refused.value.message
+    generator.resolve(GenerationRequest("a red ball", seconds=1.0, width=512, height=512,
+                                        num_inference_steps=50))  # fmt: skip
