@@ -72,6 +72,7 @@ class Settings:
     max_backlog_bytes: int = 256 * MiB
     graceful_timeout_seconds: float = 10.0
     write_timeout_seconds: float = 30.0  # a client that reads nothing this long is cut off
+    send_buffer_bytes: int = 128 * 1024  # unsent bytes a connection may hold (0: the kernel's)
     resume_grace_seconds: float = 10.0  # a cut-off request-scoped stream may resume this long
     max_finished_jobs: int = 1000  # finished jobs (and their MP4 files) kept for queries
     max_jobs_dir_bytes: int = 20 * 1024 * MiB  # ...and at most this much of their files

@@ -118,7 +118,29 @@ async def serve(
         await stop.wait()
         await drain(app)
 
+    if sock is None:
+        sock = listening_socket(settings)
     timed = RequestLog(WriteTimeout(app, settings.write_timeout_seconds), route_namer(app))
     await hypercorn_serve(
         timed, hypercorn_config(settings, sock), shutdown_trigger=shutdown_trigger
     )
+
+
+def listening_socket(settings: Settings) -> socket.socket:
+    """A socket listening on `settings`' host and port whose connections get a send buffer
+    of `send_buffer_bytes` (the kernel's own sizing when 0)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bound_send_buffer(sock, settings)
+    sock.bind((settings.host, settings.port))
+    sock.listen(1024)
+    return sock
+
+
+def bound_send_buffer(sock: socket.socket, settings: Settings) -> None:
+    """Connections accepted on `sock` keep at most `send_buffer_bytes` unsent (the kernel
+    grows its own buffers to megabytes, which a client that stops reading fills slowly
+    before a write blocks and `write_timeout_seconds` can cut it off)."""
+    if settings.send_buffer_bytes > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)

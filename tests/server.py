@@ -28,7 +28,7 @@ from quart import Quart
 from segment_pipeline import SegmentedGenerator, load_generator
 from streamgen.app import create_app
 from streamgen.config import Settings
-from streamgen.http_server import serve
+from streamgen.http_server import bound_send_buffer, serve
 
 START_TIMEOUT_S = 60.0
 
@@ -57,6 +57,8 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if send_buffer_bytes is not None:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+        else:
+            bound_send_buffer(self._sock, self.settings)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(1024)
         self.port: int = self._sock.getsockname()[1]
