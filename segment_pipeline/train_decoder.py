@@ -21,14 +21,14 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .embedded_model import TinyVideoDiffusion
+from .embedded_model import FrameDecoder, TinyVideoDiffusion
 from .world import BACKGROUNDS, WorldConfig, make_clip, sample_spec
 
 
@@ -97,9 +97,16 @@ def run(
     resume: bool = False,
     max_seconds: float = 0.0,
     checkpoint_every: int = 100,
+    resize: tuple[int, int] | None = None,
 ) -> dict[str, object]:
-    """Fine-tune `init_from`'s decoder and save the model to ``out/model``."""
+    """Fine-tune `init_from`'s decoder and save the model to ``out/model``. `resize`
+    (channels, blocks): train a fresh decoder of that size instead."""
     model = TinyVideoDiffusion.load(init_from).float()
+    if resize is not None:
+        channels, blocks = resize
+        model.config = replace(model.config, decoder_channels=channels, decoder_blocks=blocks)
+        torch.manual_seed(train.seed)
+        model.decoder = FrameDecoder(model.config)
     model.requires_grad_(False)
     decoder = model.decoder.train().requires_grad_(True)
     ema = copy.deepcopy(decoder).eval().requires_grad_(False)
@@ -137,10 +144,10 @@ def run(
             for e, p in zip(ema.parameters(), decoder.parameters(), strict=True):
                 e.lerp_(p, 1 - min(train.ema_decay, (1 + step) / (10 + step)))
         seconds += time.monotonic() - t0
-        losses.append((step, float(loss)))
+        losses.append((step, float(loss.detach())))
         step += 1
         if step % 10 == 0:
-            print(f"step {step} loss {float(loss):.5f} ({seconds / step:.2f} s/step)", flush=True)
+            print(f"step {step} loss {losses[-1][1]:.5f} ({seconds / step:.2f} s/step)", flush=True)
         if step % checkpoint_every == 0:
             save()
         if max_seconds and time.monotonic() - started > max_seconds:
@@ -166,13 +173,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--max-minutes", type=float, default=0, help="stop after (0: never)")
     parser.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+    parser.add_argument(
+        "--resize", type=int, nargs=2, metavar=("CHANNELS", "BLOCKS"),
+        help="train a fresh decoder of this size instead of fine-tuning the model's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     train = DecoderTrainConfig(steps=args.steps, frames=args.frames, learning_rate=args.lr,
                                edge_weight=args.edge_weight, seed=args.seed)  # fmt: skip
     result = run(args.init_from, args.out, train, resume=args.resume,
-                 max_seconds=args.max_minutes * 60)  # fmt: skip
+                 max_seconds=args.max_minutes * 60,
+                 resize=tuple(args.resize) if args.resize else None)  # fmt: skip
     print(json.dumps(result), flush=True)
 
 
