@@ -159,7 +159,7 @@ def main() -> None:
         for side in (12_000, 20_000):
             image = png_claiming(side)
             probe.attack(
-                f"reference_image: {len(image) * 3 // 4 // 1024} kB PNG of {side}x{side}",
+                f"reference_image: {len(image) * 3 // 4} B PNG claiming {side}x{side}",
                 lambda image=image: post(
                     "/v1/jobs", json={"prompt": "a ball", "reference_image": image}
                 ),

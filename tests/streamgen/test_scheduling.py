@@ -169,9 +169,10 @@ async def full_queue(client: httpx.AsyncClient, base: str, body: dict[str, Any])
 
 
 def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
-    # 80 steps a window: one such stream alone needs more than the whole worker, so a
-    # second one waits until the first ends (whatever the machine's speed, within 3x).
-    heavy = {**SMALL, "size": "128x128", "num_steps": 80, "num_frames": 20}
+    # 256x256 at 20 steps, 10x the default request's work a window: one such stream alone
+    # needs more than the whole worker, so a second one waits until the first ends
+    # (whatever the machine's speed, within 3x).
+    heavy = {**SMALL, "size": "256x256", "num_steps": 20, "num_frames": 20}
     server = ServerThread({"max_queued_jobs": 2}).start()
     try:
 
