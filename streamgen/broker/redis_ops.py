@@ -87,3 +87,27 @@ async def retrying(
         await asyncio.sleep(backoff_s)  # backoff between attempts, not a sync wait
         backoff_s = min(backoff_s * 2, max_backoff_s)
         attempt += 1
+
+
+class RetryingRedis:
+    """A client for `url` whose commands retry (`retrying`) for at most `timeout_s` each:
+    ``await redis.call("what it does", lambda: redis.client.get(key))``."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.client: Redis = connect(url)
+        self.closed = False
+
+    async def call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        return await retrying(
+            what,
+            lambda _: command(),
+            where=f"Redis at {redact(self.url)}",
+            timeout_s=self.timeout_s,
+            closed=lambda: self.closed,
+        )
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.client.aclose()

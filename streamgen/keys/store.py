@@ -20,9 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
-from ..broker.redis_ops import connect, redact, retrying
+from ..broker.redis_ops import RetryingRedis, redact
 from .model import ApiKey, KeyFormatError
 
 OP_TIMEOUT_S = 5.0
@@ -150,33 +148,25 @@ class RedisKeyStore(KeyStore):
         self.url = url
         self.hash = f"{prefix}:apikeys"
         self.required = f"{prefix}:apikeys:required"
-        self._redis: Redis = connect(url)
-        self._closed = False
+        self._redis = RetryingRedis(url, OP_TIMEOUT_S)
 
     def describe(self) -> str:
         return f"Redis at {redact(self.url)} ({self.hash})"
 
-    async def _call(self, what: str, call: Any) -> Any:
-        return await retrying(
-            what,
-            lambda _: call(),
-            where=f"Redis at {redact(self.url)}",
-            timeout_s=OP_TIMEOUT_S,
-            closed=lambda: self._closed,
-        )
-
     async def lookup(self, digest: str) -> tuple[ApiKey | None, bool]:
         async def both() -> list[Any]:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._redis.client.pipeline(transaction=False) as pipe:
                 pipe.hget(self.hash, digest)
                 pipe.exists(self.required)
                 return list(await pipe.execute())
 
-        record, exists = await self._call("look up an API key", both)
+        record, exists = await self._redis.call("look up an API key", both)
         return (None if record is None else ApiKey.from_dict(json.loads(record))), bool(exists)
 
     async def keys(self) -> list[ApiKey]:
-        records = await self._call("list API keys", lambda: self._redis.hvals(self.hash))
+        records = await self._redis.call(
+            "list API keys", lambda: self._redis.client.hvals(self.hash)
+        )
         keys = [ApiKey.from_dict(json.loads(record)) for record in records]
         return sorted(keys, key=lambda key: key.created_at)
 
@@ -184,29 +174,30 @@ class RedisKeyStore(KeyStore):
         record = json.dumps(key.to_dict())
 
         async def both() -> None:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with self._redis.client.pipeline(transaction=True) as pipe:
                 pipe.hset(self.hash, key.digest, record)
                 pipe.set(self.required, "1")
                 await pipe.execute()
 
-        await self._call("store an API key", both)
+        await self._redis.call("store an API key", both)
 
     async def revoke(self, key_id: str) -> bool:
         digests = [key.digest for key in await self.keys() if key.id == key_id]
         if not digests:
             return False
-        removed = await self._call(
-            "revoke an API key", lambda: self._redis.hdel(self.hash, *digests)
+        removed = await self._redis.call(
+            "revoke an API key", lambda: self._redis.client.hdel(self.hash, *digests)
         )
         return bool(removed)
 
     async def open_up(self) -> int:
         count = len(await self.keys())
-        await self._call("open the server", lambda: self._redis.delete(self.hash, self.required))
+        await self._redis.call(
+            "open the server", lambda: self._redis.client.delete(self.hash, self.required)
+        )
         return count
 
     async def close(self) -> None:
-        self._closed = True
         await self._redis.aclose()
 
 

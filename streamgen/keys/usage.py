@@ -21,9 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
-from ..broker.redis_ops import connect, redact, retrying
+from ..broker.redis_ops import RetryingRedis
 
 OP_TIMEOUT_S = 5.0
 DAY_S = 86400
@@ -175,29 +173,19 @@ class RedisUsage(Usage):
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._redis: Redis = connect(url)
+        self._redis = RetryingRedis(url, OP_TIMEOUT_S)
         self._scripts = {
-            name: self._redis.register_script(source)
+            name: self._redis.client.register_script(source)
             for name, source in (("hit", _HIT), ("charge", _CHARGE), ("refund", _REFUND),
                                  ("hold", _HOLD))
         }  # fmt: skip
-        self._closed = False
 
     def _key(self, key_id: str, *rest: object) -> str:
         return ":".join([self.prefix, "usage", key_id, *map(str, rest)])
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        return await retrying(
-            what,
-            lambda _: call(),
-            where=f"Redis at {redact(self.url)}",
-            timeout_s=OP_TIMEOUT_S,
-            closed=lambda: self._closed,
-        )
-
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts[name]
-        return await self._call(f"count API key use ({name})", lambda: script(keys, args))
+        return await self._redis.call(f"count API key use ({name})", lambda: script(keys, args))
 
     async def hit(self, key_id: str, limit: int, now: float) -> Window:
         minute = int(now // 60)
@@ -212,7 +200,7 @@ class RedisUsage(Usage):
 
     async def used(self, key_id: str, day: int) -> float:
         day_key = self._key(key_id, "day", day)
-        value = await self._call("read API key use", lambda: self._redis.get(day_key))
+        value = await self._redis.call("read API key use", lambda: self._redis.client.get(day_key))
         return float(value or 0.0)
 
     async def refund(self, key_id: str, seconds: float, day: int, job_id: str) -> None:
@@ -225,19 +213,20 @@ class RedisUsage(Usage):
         if await self._script("hold", [jobs], [job_id, limit, repr(time.time())]):
             return True
         old = time.time() - HOLD_GRACE_S
-        members = await self._call(
-            "list a key's jobs", lambda: self._redis.zrangebyscore(jobs, "-inf", old)
+        members = await self._redis.call(
+            "list a key's jobs", lambda: self._redis.client.zrangebyscore(jobs, "-inf", old)
         )
         names = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         ended = [name for name in names if not await is_active(name)]
         if ended:
-            await self._call("prune a key's jobs", lambda: self._redis.zrem(jobs, *ended))
+            await self._redis.call(
+                "prune a key's jobs", lambda: self._redis.client.zrem(jobs, *ended)
+            )
         return bool(await self._script("hold", [jobs], [job_id, limit, repr(time.time())]))
 
     async def release(self, key_id: str, job_id: str) -> None:
         jobs = self._key(key_id, "jobs")
-        await self._call("release a key's job", lambda: self._redis.zrem(jobs, job_id))
+        await self._redis.call("release a key's job", lambda: self._redis.client.zrem(jobs, job_id))
 
     async def close(self) -> None:
-        self._closed = True
         await self._redis.aclose()
