@@ -122,10 +122,12 @@ def run(
         print(f"resumed at step {step}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    def save() -> None:
+    def save() -> None:  # whole or not at all: a run killed mid-save still resumes
+        partial = checkpoint.with_suffix(".pt.part")
         torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
                     "optimizer": optimizer.state_dict(), "step": step, "seconds": seconds,
-                    "losses": losses, "train": asdict(train)}, checkpoint)  # fmt: skip
+                    "losses": losses, "train": asdict(train)}, partial)  # fmt: skip
+        partial.replace(checkpoint)
 
     started = time.monotonic()
     while step < train.steps:

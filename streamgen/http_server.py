@@ -40,6 +40,14 @@ class ClientStalled(Exception):
     """A client read nothing for `write_timeout_seconds` while a write waited for it."""
 
 
+class _StalledIsNoError(logging.Filter):
+    """A cut-off stalled client is logged once, by `WriteTimeout`: not again by Hypercorn
+    as an error with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ClientStalled))
+
+
 class WriteTimeout:
     """ASGI middleware: a response body or WebSocket message that cannot be written within
     `timeout_s` (the client stopped reading) ends the app's handling of that connection
@@ -88,6 +96,8 @@ def hypercorn_config(settings: Settings, sock: socket.socket | None = None) -> C
     config.h11_max_incomplete_size = 64 * 1024
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our logging config, once
+    if not any(isinstance(f, _StalledIsNoError) for f in config.errorlog.filters):
+        config.errorlog.addFilter(_StalledIsNoError())
     return config
 
 
@@ -127,20 +137,30 @@ async def serve(
 
 
 def listening_socket(settings: Settings) -> socket.socket:
-    """A socket listening on `settings`' host and port whose connections get a send buffer
-    of `send_buffer_bytes` (the kernel's own sizing when 0)."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """A socket listening on `settings`' host (a name, an address, or ``[v6 address]``) and
+    port whose connections hold at most `send_buffer_bytes` unsent."""
+    host = settings.host.strip("[]")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, settings.port, type=socket.SOCK_STREAM
+    )[0]
+    sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     bound_send_buffer(sock, settings)
-    sock.bind((settings.host, settings.port))
+    sock.bind(address)
     sock.listen(1024)
     return sock
 
 
 def bound_send_buffer(sock: socket.socket, settings: Settings) -> None:
-    """Connections accepted on `sock` keep at most `send_buffer_bytes` unsent (the kernel
-    grows its own buffers to megabytes, which a client that stops reading fills slowly
-    before a write blocks and `write_timeout_seconds` can cut it off)."""
-    if settings.send_buffer_bytes > 0:
+    """Connections accepted on `sock` keep at most `send_buffer_bytes` unsent, so a write
+    to a client that stops reading blocks soon and `write_timeout_seconds` can cut it off
+    (the kernel would queue megabytes first). `TCP_NOTSENT_LOWAT` bounds only the bytes
+    not yet sent, so throughput is not capped (data in flight is the congestion window's);
+    where it is missing, the whole send buffer is bounded instead."""
+    if settings.send_buffer_bytes <= 0:
+        return
+    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if lowat is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, lowat, settings.send_buffer_bytes)
+    else:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)

@@ -15,15 +15,21 @@ here does nothing and costs nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.propagate import extract, inject
 except ImportError:  # the API is optional
+    trace = None  # type: ignore[assignment]
+except Exception as exc:  # installed but misconfigured (OTEL_* variables): no spans
+    log.error("OpenTelemetry is installed but cannot load, so no spans are made: %s", exc)
     trace = None  # type: ignore[assignment]
 
 Span = Any  # an OpenTelemetry span, or None without the API
@@ -36,6 +42,15 @@ def enabled() -> bool:
 
 def _tracer() -> Any:
     return trace.get_tracer("streamgen") if trace is not None else None
+
+
+def _give_up(exc: Exception) -> None:
+    """Tracing failed (a misconfigured SDK): say so once and make no more spans. A trace
+    must never fail a request or a job."""
+    global trace
+    if trace is not None:
+        log.error("OpenTelemetry failed, so no more spans are made: %r", exc)
+    trace = None  # type: ignore[assignment]
 
 
 def _parent_context(parent: Span | str | None) -> Any:
@@ -53,21 +68,28 @@ def start(name: str, parent: Span | str | None = None, attributes: Attributes | 
           ) -> Span:  # fmt: skip
     """A started span (not made current) under `parent` (a span, a traceparent, or None:
     the current context); None without the API. End it with `end`."""
-    tracer = _tracer()
-    if tracer is None:
+    try:
+        tracer = _tracer()
+        if tracer is None:
+            return None
+        return tracer.start_span(name, context=_parent_context(parent), attributes=attributes)
+    except Exception as exc:
+        _give_up(exc)
         return None
-    return tracer.start_span(name, context=_parent_context(parent), attributes=attributes)
 
 
 def end(span: Span, attributes: Attributes | None = None, error: str | None = None) -> None:
     """End `span` (None: nothing), with `attributes` set and, for a failure, `error`."""
     if span is None or trace is None:
         return
-    if attributes:
-        span.set_attributes(dict(attributes))
-    if error is not None:
-        span.set_status(trace.Status(trace.StatusCode.ERROR, error))
-    span.end()
+    try:
+        if attributes:
+            span.set_attributes(dict(attributes))
+        if error is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+        span.end()
+    except Exception as exc:
+        _give_up(exc)
 
 
 @contextmanager
@@ -75,15 +97,35 @@ def current(name: str, parent: Span | str | None = None, attributes: Attributes 
             *, server: bool = False) -> Iterator[Span]:  # fmt: skip
     """A span that is the current one while the block runs (children made inside it, and
     tasks started inside it, are its children); yields None without the API."""
-    tracer = _tracer()
-    if tracer is None:
+    made = span = None
+    try:
+        tracer = _tracer()
+        if tracer is not None:
+            kind = trace.SpanKind.SERVER if server else trace.SpanKind.INTERNAL
+            made = tracer.start_as_current_span(
+                name, context=_parent_context(parent), kind=kind, attributes=attributes
+            )
+            span = made.__enter__()
+    except Exception as exc:
+        _give_up(exc)
+        made = span = None
+    if made is None:
         yield None
         return
-    kind = trace.SpanKind.SERVER if server else trace.SpanKind.INTERNAL
-    with tracer.start_as_current_span(
-        name, context=_parent_context(parent), kind=kind, attributes=attributes
-    ) as span:
+    failure: BaseException | None = None
+    try:
         yield span
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        try:
+            if failure is None:
+                made.__exit__(None, None, None)
+            else:
+                made.__exit__(type(failure), failure, failure.__traceback__)
+        except Exception as exc:
+            _give_up(exc)
 
 
 def traceparent() -> str:
@@ -91,5 +133,8 @@ def traceparent() -> str:
     if trace is None:
         return ""
     carrier: dict[str, str] = {}
-    inject(carrier, context=otel_context.get_current())
+    try:
+        inject(carrier, context=otel_context.get_current())
+    except Exception as exc:
+        _give_up(exc)
     return carrier.get("traceparent", "")

@@ -257,26 +257,31 @@ class ActiveJob:
 
     async def _end(self, status: JobStatus, error: ServiceError | None) -> None:
         """Record the outcome, then publish the terminal event (state first, so whoever
-        sees the event sees the final state)."""
+        sees the event sees the final state). The job's span ends whatever happens."""
+        outcome: tracing.Attributes = {"streamgen.status": "interrupted"}
+        try:
+            outcome = await self._record_end(status, error)
+        finally:
+            code = None if error is None else error.code
+            tracing.end(self.span, outcome, error=code if outcome.get("streamgen.status") not in
+                        ("handed_back", "taken") else None)  # fmt: skip
+
+    async def _record_end(
+        self, status: JobStatus, error: ServiceError | None
+    ) -> tracing.Attributes:
         job = self.job
         if job.cancel_code == HAND_BACK and status == "cancelled":
             await self.store.give_back(job)
             log.info("job %s: handed back to the queue for another worker", job.id)
-            tracing.end(self.span, {"streamgen.status": "handed_back"})
             job.done.set()
-            return
+            return {"streamgen.status": "handed_back"}
         job.status, job.error, job.finished_at = status, error, time.time()
         terminal: Terminal = complete_payload(job) if error is None else ErrorPayload.of(error)
         if not await self.store.finish(job, terminal):
             log.warning("job %s: not publishing its end: another worker or reaper owns it",
                         job.id)  # fmt: skip
-            tracing.end(self.span, {"streamgen.status": "taken"})
             job.done.set()
-            return
+            return {"streamgen.status": "taken"}
         with tracing.current("publish", self.span, {"streamgen.event": terminal.type}):
             await publish_terminal(self.broker, self.store, job, terminal)
-        tracing.end(
-            self.span,
-            {"streamgen.status": status, "streamgen.segments": job.segments_done},
-            error=None if error is None else error.code,
-        )
+        return {"streamgen.status": status, "streamgen.segments": job.segments_done}

@@ -4,7 +4,8 @@ restart (a crash or ``kill -9`` included) keeps finished jobs: their state, thei
 `max_jobs_dir_bytes`, or a delete).
 
 One small msgpack file per job, ``<data_dir>/records/<job id>.msgpack``, written whole and
-renamed into place when the job is accepted and again when it ends. A job the previous
+renamed into place when the job is accepted and again when it ends (not fsynced: a killed
+process loses nothing, a machine that loses power may lose the last records). A job the previous
 process had not finished comes back failed (``server_restarted``) and without its partial
 file: whatever that process was writing may be cut mid-fragment. The request's pictures
 and sound are not kept (a restored job cannot be remixed with them), nor is its event
@@ -47,7 +48,8 @@ class JobArchive:
         try:
             temporary.write_bytes(msgpack.packb(_record(job), use_bin_type=True))
             os.replace(temporary, path)
-        except OSError as exc:  # a full disk must not fail the job itself
+        except Exception as exc:  # a full disk must not fail the job itself
+            temporary.unlink(missing_ok=True)
             log.error("job %s: cannot keep its record in %s: %s", job.id, self.directory, exc)
 
     def remove(self, job_id: str) -> None:
@@ -56,6 +58,8 @@ class JobArchive:
     def load(self) -> list[Job]:
         """Every kept job, oldest first; unfinished ones come back failed, and their
         partial files are removed."""
+        for left in self.directory.glob(".*.tmp"):  # a write cut by a crash
+            left.unlink(missing_ok=True)
         jobs: list[Job] = []
         for path in self.directory.glob("*.msgpack"):
             try:

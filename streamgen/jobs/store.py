@@ -219,11 +219,6 @@ class MemoryJobStore(JobStore):
         self.settings = settings
         self.broker = broker
         self.jobs: dict[str, Job] = {}
-        self.archive: JobArchive | None = None
-        if settings.data_dir and settings.videos_dir:
-            records = Path(settings.data_dir) / "records"
-            self.archive = JobArchive(records, Path(settings.videos_dir))
-            self.jobs = {job.id: job for job in self.archive.load()}
         self._queue: list[tuple[int, int, str]] = []  # (-priority, arrival, job id), sorted
         self._places: dict[str, tuple[int, int, str]] = {}
         self._order = itertools.count()
@@ -231,6 +226,12 @@ class MemoryJobStore(JobStore):
         self._stopping = False
         self._loads: dict[str, WorkerLoad] = {}
         self._tasks = TaskSet(log, "job store")
+        self.archive: JobArchive | None = None
+        if settings.data_dir and settings.videos_dir:
+            records = Path(settings.data_dir) / "records"
+            self.archive = JobArchive(records, Path(settings.videos_dir))
+            self.jobs = {job.id: job for job in self.archive.load()}
+            self._forget_old()  # the retention settings may have changed meanwhile
 
     async def create(self, job: Job) -> None:
         self.jobs[job.id] = job

@@ -400,6 +400,8 @@ class Worker:
         finally:
             for active in batch:
                 active.generating = False
+            for span in spans:  # here, so that a cancelled batch ends them too
+                tracing.end(span, error=None if error is None else error.code)
         seconds = time.perf_counter() - started
         if windows is not None:
             self.cost.observe(work_key(batch[0].job.request), len(batch), seconds)
@@ -408,7 +410,6 @@ class Worker:
                 self._claim_wake.set()
         made: list[Window | None] = list(windows) if windows else [None] * len(batch)
         for active, window, span in zip(batch, made, spans, strict=True):
-            tracing.end(span, error=None if error is None else error.code)
             if active.ending:
                 continue  # cancelled while its window was made: the window is dropped
             if window is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from streamgen.cli import build_parser
 from streamgen.commands.serve import settings_from
-from streamgen.config import ConfigError
+from streamgen.config import ConfigError, Settings
+from streamgen.http_server import listening_socket
 from tests.server import ServerThread
 
 
@@ -66,3 +68,20 @@ def test_http2_over_tls(tmp_path: Path) -> None:
         assert health.json()["streaming_supported"] is True
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "::1"])
+def test_the_listening_socket_takes_names_and_addresses(host: str) -> None:
+    if ":" in host and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        sock = listening_socket(Settings(host=host, port=0))
+    except OSError as exc:  # a machine without ::1 configured
+        pytest.skip(f"cannot bind {host}: {exc}")
+    try:
+        assert sock.getsockname()[1] > 0
+        lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+        if lowat is not None:  # unsent bytes are bounded on every accepted connection
+            assert sock.getsockopt(socket.IPPROTO_TCP, lowat) == Settings().send_buffer_bytes
+    finally:
+        sock.close()

@@ -27,6 +27,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
     trace.set_tracer_provider(provider)
     yield _EXPORTER
+    provider.shutdown()  # later tests' spans are not kept (the provider stays set)
+    _EXPORTER.clear()
 
 
 def _wait_for_spans(exporter: InMemorySpanExporter, job_id: str) -> tuple[Any, Any]:
@@ -93,3 +95,23 @@ def test_a_callers_trace_is_continued(server_url: str, spans: InMemorySpanExport
     ]:
         assert time.monotonic() < deadline, "no span continued the caller's trace"
         time.sleep(0.02)  # polling a deadline, not synchronising
+
+
+class _BrokenTrace:
+    """An OpenTelemetry whose SDK is misconfigured: every tracer lookup fails."""
+
+    SpanKind = trace.SpanKind
+
+    def get_tracer(self, name: str) -> Any:
+        raise StopIteration(name)
+
+
+def test_a_broken_sdk_stops_tracing_but_not_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(tracing, "trace", _BrokenTrace())
+    with tracing.current("HTTP GET /health") as span:
+        assert span is None
+    assert tracing.trace is None  # gave up: no more attempts, one error logged
+    assert tracing.start("job") is None
+    assert [r.levelname for r in caplog.records if r.name == "streamgen.tracing"] == ["ERROR"]
