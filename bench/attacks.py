@@ -225,8 +225,9 @@ def main() -> None:
         )
         probe.attack(
             "/ws handshake from another Origin",
-            lambda: probe.http.get(
-                "/ws",
+            # on a connection of its own: one whose upgrade was refused is not for reuse
+            lambda: httpx.get(
+                f"{url}/ws",
                 headers={
                     "Origin": "https://evil.example",
                     "Upgrade": "websocket",
