@@ -10,49 +10,21 @@ attack) in open mode first, then with one API key made by `streamgen keys create
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.server_process import REPO, free_port, start_server
-
-
-def png_claiming(side: int) -> str:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    data = zlib.compress(bytes((1 + 3 * side) * 4))  # a few rows of a huge picture
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    return base64.b64encode(png).decode()
-
-
-def small_big_video(side: int, frames: int) -> str:
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "51", "g": "250"}
-        for i in range(frames):
-            pixels = np.full((side, side, 3), i % 256, np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        container.mux(stream.encode())
-    return base64.b64encode(out.getvalue()).decode()
+from tests.segment_pipeline.test_media import png_claiming
+from tests.streamgen.test_hostile_inputs import flat_video
 
 
 class Probe:
@@ -157,14 +129,14 @@ def main() -> None:
             ),
         )
         for side in (12_000, 20_000):
-            image = png_claiming(side)
+            image = base64.b64encode(png_claiming(side, side)).decode()
             probe.attack(
                 f"reference_image: {len(image) * 3 // 4} B PNG claiming {side}x{side}",
                 lambda image=image: post(
                     "/v1/jobs", json={"prompt": "a ball", "reference_image": image}
                 ),
             )
-        video = small_big_video(1280, 400)
+        video = flat_video(1280, 1280, 400)
         probe.attack(
             f"extend_video: {len(video) * 3 // 4 // 1024} kB MP4, 1280x1280, 400 frames",
             lambda: post("/v1/jobs", json={"prompt": "a ball", "extend_video": video}),

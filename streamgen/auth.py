@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from quart import Quart, Response, g, request, websocket
+from werkzeug.datastructures import Headers
 
 from .errors import ServiceError
-from .keys import KeyGate, rate_headers, secret_from
+from .keys import KeyGate, Window, rate_headers, secret_from
 from .observability import note_key
 from .routes.table import is_open_path
 
@@ -29,16 +30,7 @@ def install(app: Quart, gate_of: Callable[[], KeyGate]) -> None:
         # EventSource cannot set headers: an event stream may name its key in the query
         readable = request.method in _QUERY_KEY_METHODS and request.path.endswith("/events")
         query = request.args.get("api_key") if readable else None
-        secret = secret_from(
-            request.headers.get("Authorization"), request.headers.get("X-API-Key"), query
-        )
-        gate = gate_of()
-        key = await gate.identify(secret)
-        if key is None:
-            return
-        note_key(key.id)
-        g.api_key = key
-        g.rate_window = await gate.count_request(key)
+        g.rate_window = await _admit(gate_of(), request.headers, query)
 
     @app.after_request
     async def add_rate_headers(response: Response) -> Response:
@@ -51,17 +43,19 @@ def install(app: Quart, gate_of: Callable[[], KeyGate]) -> None:
     async def check_websocket_key() -> None:
         """A refused key is kept for the route, which closes the socket with its code and
         reason once accepted: a browser cannot read why a handshake was refused."""
-        secret = secret_from(
-            websocket.headers.get("Authorization"),
-            websocket.headers.get("X-API-Key"),
-            websocket.args.get("api_key"),
-        )
-        gate = gate_of()
         try:
-            key = await gate.identify(secret)
-            if key is not None:
-                note_key(key.id)
-                g.api_key = key
-                await gate.count_request(key)
+            await _admit(gate_of(), websocket.headers, websocket.args.get("api_key"))
         except ServiceError as exc:
             g.key_refusal = exc
+
+
+async def _admit(gate: KeyGate, headers: Headers, query: str | None) -> Window | None:
+    """Identify the request's key (kept on `g` and noted for the logs) and count the
+    request against its rate limit; None in open mode."""
+    secret = secret_from(headers.get("Authorization"), headers.get("X-API-Key"), query)
+    key = await gate.identify(secret)
+    if key is None:
+        return None
+    note_key(key.id)
+    g.api_key = key
+    return await gate.count_request(key)

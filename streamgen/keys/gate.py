@@ -209,12 +209,13 @@ class KeyGate:
         if key is None:
             return
         with _reachable("give back the API key's job and seconds"):
-            await self._give_back(key.id, job_id, charge)
+            await self._give_back(key.id, job_id, charge.seconds, charge.day)
 
-    async def _give_back(self, key_id: str, job_id: str, charge: Charge) -> None:
+    async def _give_back(self, key_id: str, job_id: str, seconds: float, day: int) -> None:
+        """`job_id` no longer counts among the key's jobs; `seconds` go back to `day`."""
         await self.usage.release(key_id, job_id)
-        if charge.seconds > 0:
-            await self.usage.refund(key_id, charge.seconds, charge.day, job_id)
+        if seconds > 1e-6:
+            await self.usage.refund(key_id, seconds, day, job_id)
 
     async def job_settled(self, job: Job) -> None:
         """A job ended: it no longer counts among its key's jobs, and the seconds it was
@@ -222,11 +223,8 @@ class KeyGate:
         (once, however often the job is settled)."""
         if job.key_id is None:
             return
-        await self.usage.release(job.key_id, job.id)
         made = job.frames_done / job.request.fps if job.request.fps else 0.0
-        unused = job.charged_seconds - made
-        if unused > 1e-6:
-            await self.usage.refund(job.key_id, unused, job.charged_day, job.id)
+        await self._give_back(job.key_id, job.id, job.charged_seconds - made, job.charged_day)
 
     async def close(self) -> None:
         try:

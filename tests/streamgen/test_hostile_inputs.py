@@ -78,7 +78,7 @@ def _error(response: httpx.Response, status: int, param: str | None) -> str:
     return str(error["message"])
 
 
-def _video(width: int, height: int, frames: int) -> str:
+def flat_video(width: int, height: int, frames: int) -> str:
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=25)
@@ -148,7 +148,7 @@ def test_an_unreadable_image_names_the_field(server: Server) -> None:
 
 
 def test_only_the_end_of_a_video_to_extend_is_kept(server: Server) -> None:
-    video = _video(640, 640, 150)  # 184 MB as RGB frames
+    video = flat_video(640, 640, 150)  # 184 MB as RGB frames
     before = server.rss_mib()
     server.reset_peak()
     response = server.http.post(
@@ -159,7 +159,7 @@ def test_only_the_end_of_a_video_to_extend_is_kept(server: Server) -> None:
 
 
 def test_a_video_over_the_frame_cap_is_refused(server: Server) -> None:
-    video = _video(64, 64, MAX_INPUT_FRAMES + 10)
+    video = flat_video(64, 64, MAX_INPUT_FRAMES + 10)
     response = server.http.post("/v1/jobs", json={"prompt": "a red ball", "extend_video": video})
     message = _error(response, 422, "extend_video")
     assert f"cap is {MAX_INPUT_FRAMES}" in message or f"than {MAX_INPUT_FRAMES}" in message
