@@ -10,8 +10,6 @@ requests each time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -38,16 +36,12 @@ CAPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def fuzzed_server() -> Iterator[ServerThread]:
-    thread = ServerThread(CAPS).start()
-    yield thread
-    thread.stop()
+SERVER_SETTINGS = CAPS
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzzed_server: ServerThread) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{fuzzed_server.url}/openapi.json")
+def api_schema(server: ServerThread) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

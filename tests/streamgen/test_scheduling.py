@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +23,9 @@ from tests.streamgen.stream_reading import b64, decode, job_state, poll, wait_fi
 SMALL = {"prompt": "a red ball moving left", "size": "64x64", "num_steps": 2}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    """The default scheduler settings, but a short cap on unbounded streams and no pause
-    for a stream far ahead of its viewer (so an unbounded one keeps making segments)."""
-    thread = ServerThread({"max_unbounded_seconds": 30.0, "live_max_ahead_seconds": 600.0}).start()
-    yield thread
-    thread.stop()
+# The default scheduler settings, but a short cap on unbounded streams and no pause for a
+# stream far ahead of its viewer (so an unbounded one keeps making segments).
+SERVER_SETTINGS = {"max_unbounded_seconds": 30.0, "live_max_ahead_seconds": 600.0}
 
 
 @dataclass
@@ -168,16 +164,53 @@ async def full_queue(client: httpx.AsyncClient, base: str, body: dict[str, Any])
     return await poll(refused)
 
 
+HEAVY_SIZES = ("256x256", "512x512")  # the first at which the embedded model can be slow enough
+HEAVY_WINDOWS = 4  # so the first stream is still running when the others are cancelled
+MAX_STEPS = 50  # the embedded model's own cap
+
+
+async def window_seconds(client: httpx.AsyncClient, base: str, size: str, steps: int) -> float:
+    """Wall seconds one window of `size` at `steps` takes on this server (the least of two,
+    so that a first run's warm-up does not count)."""
+    times = []
+    for seed in (21, 22):
+        seen = await follow(client, "POST", f"{base}/generate-stream", Seen(), origin=0.0,
+                            body={**SMALL, "size": size, "num_steps": steps, "num_frames": 12,
+                                  "seed": seed})  # fmt: skip
+        times.append(seen.of("segment")[0]["generate_seconds"])
+    return min(times)
+
+
+async def heavy_shape(client: httpx.AsyncClient, base: str, segment_seconds: float) -> dict:
+    """A size and steps at which one stream needs 1.5x this worker's time to keep real time
+    (so two need 3.3x the live share of 0.9): a window's cost measured here at two step
+    counts, fitted as a fixed part plus a part a step, whatever the machine's speed."""
+    low, high = 2, 6
+    for size in HEAVY_SIZES:
+        at_low = await window_seconds(client, base, size, low)
+        at_high = await window_seconds(client, base, size, high)
+        per_step = max((at_high - at_low) / (high - low), 1e-6)
+        fixed = max(at_low - per_step * low, 0.0)
+        steps = max(low, math.ceil((1.5 * segment_seconds - fixed) / per_step))
+        if steps <= MAX_STEPS:
+            return {"size": size, "num_steps": steps}
+    raise AssertionError(f"this machine makes even {size} at {MAX_STEPS} steps in real time")
+
+
 def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
-    # 256x256 at 20 steps, 10x the default request's work a window: one such stream alone
-    # needs more than the whole worker, so a second one waits until the first ends
-    # (whatever the machine's speed, within 3x).
-    heavy = {**SMALL, "size": "256x256", "num_steps": 20, "num_frames": 20}
+    heavy: dict[str, Any] = {
+        **SMALL,
+        "num_frames": 12 + 8 * (HEAVY_WINDOWS - 1),
+    }
+    # One such stream alone needs more than the whole worker (sized from what a window
+    # measurably costs here), so a second one waits until the first ends.
     server = ServerThread({"max_queued_jobs": 2}).start()
     try:
 
         async def scenario() -> tuple[Seen, Seen, Seen, dict[str, Any], httpx.Response]:
             async with httpx.AsyncClient(timeout=180) as client:
+                segment_seconds = (12 - 4) / 8.0  # the embedded model's new frames a window
+                heavy.update(await heavy_shape(client, server.url, segment_seconds))
                 origin = time.perf_counter()
                 first, second, third = Seen(), Seen(), Seen()
                 url = f"{server.url}/generate-stream"
@@ -220,7 +253,8 @@ def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
     assert not third.of("segment")
     # It started once the first ended, and then ran to the end.
     assert second.times("segment")[0] > first.times("complete")[0]
-    assert second.events[-1][0] == "complete" and len(decode(second.video())) == 20
+    assert second.events[-1][0] == "complete"
+    assert len(decode(second.video())) == heavy["num_frames"]
     # The queue (two places) is full: 429 with when to come back.
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
     assert int(refused.headers["Retry-After"]) >= 1

@@ -9,10 +9,8 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from streamgen.observability import REGISTRY
 from tests.server import ServerThread
@@ -23,14 +21,8 @@ UNBOUNDED = {"prompt": "a red ball drifting left", "size": "64x64", "unbounded":
              "num_steps": 1}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    thread = ServerThread(
-        {"write_timeout_seconds": WRITE_TIMEOUT_S, "resume_grace_seconds": GRACE_S},
-        send_buffer_bytes=4096,  # a stalled client backs up into the server within a few kB
-    ).start()
-    yield thread
-    thread.stop()
+SERVER_SETTINGS = {"write_timeout_seconds": WRITE_TIMEOUT_S, "resume_grace_seconds": GRACE_S}
+SERVER_SEND_BUFFER_BYTES = 4096  # a stalled client backs up into the server within a few kB
 
 
 def _stalled_request(server: ServerThread, method: str, path: str, body: bytes) -> socket.socket:
