@@ -16,7 +16,7 @@ from segment_pipeline import ResolvedRequest
 from streamgen.broker import RedisBroker
 from streamgen.config import Settings
 from streamgen.events import StartPayload
-from streamgen.jobs import Job, RedisJobStore, publish
+from streamgen.jobs import Job, JobSpec, RedisJobStore, publish
 from streamgen.jobs.codec import pack_request, unpack_request
 from tests.redis_server import RedisServer, running_redis
 
@@ -60,10 +60,11 @@ async def store(
 
 
 async def queue(jobs: RedisJobStore, priority: int, **fields: object) -> Job:
-    job = Job(
+    spec = JobSpec(
         id="job_" + secrets.token_hex(6), request=REQUEST, model="m", priority=priority,
         request_scoped=False, **fields,  # type: ignore[arg-type]
     )  # fmt: skip
+    job = Job(spec)
     await jobs.create(job)
     await publish(jobs.broker, job, START)
     await jobs.enqueue(job)
@@ -83,7 +84,7 @@ def test_claims_take_priority_order_fifo_within_and_never_twice(
             queued = [await queue(api, p) for p in priorities]
             assert (await api.counts())[0] == len(priorities)
             in_order = [await w1.claim() for _ in priorities]
-            expected = sorted(queued, key=lambda job: -job.priority)  # stable: FIFO within
+            expected = sorted(queued, key=lambda job: -job.spec.priority)  # stable: FIFO within
             assert [job.id for job in in_order if job] == [job.id for job in expected]
             assert (await api.counts()) == (0, len(priorities))
 
@@ -92,7 +93,7 @@ def test_claims_take_priority_order_fifo_within_and_never_twice(
             claims = await asyncio.gather(*(ws.claim() for ws in [w1, w2] * 6))
             claimed = [job.id for job in claims if job is not None]
             assert sorted(claimed) == sorted(job.id for job in queued), "a job taken twice"
-            assert {job.worker for job in claims if job} == {"w1", "w2"}
+            assert {job.state.worker for job in claims if job} == {"w1", "w2"}
 
     asyncio.run(main())
 
@@ -107,17 +108,17 @@ def test_a_silent_worker_loses_its_job_and_cannot_write_it_any_more(
                 taken = await dead.claim()
                 assert taken is not None and taken.id == job.id
                 dead._keeper.cancel()  # type: ignore[union-attr]  # it stops heartbeating
-                state = await api.get(job.id)
-                assert state.status == "running" and state.worker == "dead"
-                await asyncio.wait_for(state.done.wait(), 10)  # the api's reaper ends it
-                assert state.status == "failed" and state.error is not None
-                assert state.error.code == "worker_lost"
+                seen = await api.get(job.id)
+                assert seen.state.status == "running" and seen.state.worker == "dead"
+                await asyncio.wait_for(seen.done.wait(), 10)  # the api's reaper ends it
+                assert seen.state.status == "failed" and seen.state.error is not None
+                assert seen.state.error.code == "worker_lost"
                 events = await api.broker.backlog(job.id)
                 assert [e.type for e in events] == ["start", "error"]
                 assert events[-1].data["code"] == "worker_lost"
-                taken.segments_done = 3
+                taken.state.segments_done = 3
                 assert not await dead.record(taken), "a lost job was written"
-                assert (await api.get(job.id)).segments_done == 0
+                assert (await api.get(job.id)).state.segments_done == 0
 
     asyncio.run(main())
 
@@ -129,19 +130,19 @@ def test_a_retried_job_goes_back_to_the_queue_once(redis_server: RedisServer) ->
             for attempt in (1, 2):
                 async with store(redis_server.url, f"w{attempt}") as worker:
                     taken = await worker.claim()
-                    assert taken is not None and taken.attempt == attempt
+                    assert taken is not None and taken.state.attempt == attempt
                     worker._keeper.cancel()  # type: ignore[union-attr]
-                    state = await api.get(job.id)
+                    seen = await api.get(job.id)
                     if attempt == 1:
 
                         async def requeued() -> None:
-                            while (await api.get(job.id)).status != "queued":
+                            while (await api.get(job.id)).state.status != "queued":
                                 await asyncio.sleep(0.05)  # polling under wait_for's deadline
 
                         await asyncio.wait_for(requeued(), 10)
                     else:
-                        await asyncio.wait_for(state.done.wait(), 10)
-                        assert state.status == "failed" and state.attempt == 2
+                        await asyncio.wait_for(seen.done.wait(), 10)
+                        assert seen.state.status == "failed" and seen.state.attempt == 2
 
     asyncio.run(main())
 
@@ -161,12 +162,12 @@ def test_a_stopping_worker_gives_its_job_back_uncounted(redis_server: RedisServe
             job = await queue(api, 0)
             async with store(redis_server.url, "leaving") as leaving:
                 taken = await leaving.claim()
-                assert taken is not None and taken.attempt == 1
+                assert taken is not None and taken.state.attempt == 1
                 await leaving.give_back(taken)
-                assert (await api.get(job.id)).status == "queued"
+                assert (await api.get(job.id)).state.status == "queued"
             async with store(redis_server.url, "next") as next_worker:
                 again = await next_worker.claim()
                 assert again is not None and again.id == job.id
-                assert again.attempt == 1, "a hand-back must not use up the job's attempts"
+                assert again.state.attempt == 1, "a hand-back must not use up the job's attempts"
 
     asyncio.run(main())
