@@ -15,6 +15,7 @@ terminal event, the Redis forms of a record (`new_record`, `progress_fields`,
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -336,6 +337,15 @@ def new_record(job: Job) -> dict[str, Flat]:
 def progress_fields(job: Job) -> dict[str, Flat]:
     """The hash fields a worker updates after each event."""
     return state_fields(job.state, _PROGRESS)
+
+
+def final_fields(job: Job) -> dict[str, Flat]:
+    """The hash fields a worker's finish writes: its progress and its end (now, if its end
+    time is not set)."""
+    fields = {**progress_fields(job), **state_fields(job.state, ("status", "finished_at", "error"))}
+    if job.state.finished_at is None:
+        fields["finished_at"] = repr(time.time())
+    return fields
 
 
 def job_from_view(job_id: str, values: list[Any]) -> Job:

@@ -30,6 +30,7 @@ from ..events import ErrorPayload, Terminal, to_data
 from .codec import (
     VIEW_FIELDS,
     apply_view,
+    final_fields,
     hash_fields,
     job_from_claim,
     job_from_view,
@@ -304,6 +305,7 @@ class RedisJobStore(JobStore):
         return outcome  # type: ignore[return-value]
 
     async def _settle(self, job: Job) -> None:
+        last_seq = job.state.last_seq
         self._running.pop(job.id, None)
         self._records.pop(job.id, None)
         self._queued_here.pop(job.id, None)
@@ -312,13 +314,7 @@ class RedisJobStore(JobStore):
                 "settle",
                 f"settle job {job.id}",
                 [self.keys.job(job.id), self.keys.active, self.keys.leases(job.id)],
-                [
-                    job.id,
-                    self.finished_ttl_ms,
-                    self.channel,
-                    f"finished {job.id}",
-                    job.state.last_seq,
-                ],
+                [job.id, self.finished_ttl_ms, self.channel, f"finished {job.id}", last_seq],
             )
         finally:
             job.done.set()
@@ -415,13 +411,7 @@ class RedisJobStore(JobStore):
 
     async def finish(self, job: Job, terminal: Terminal) -> bool:
         self._running.pop(job.id, None)  # no more heartbeats: `active` now holds the deadline
-        changes = {
-            **progress_fields(job),
-            "status": job.state.status,
-            "finished_at": repr(job.state.finished_at or time.time()),
-            "error": pack_error(job.state.error),
-            "terminal": pack_terminal(terminal),
-        }
+        changes = {**final_fields(job), "terminal": pack_terminal(terminal)}
         try:
             return await self._fenced("finish", job, changes, active=True)
         except BrokerUnavailable as exc:
@@ -628,17 +618,12 @@ class RedisJobStore(JobStore):
                 lambda: redis.zadd(self.keys.workers, {self.identity: now_ms + self.dead_ms}),
             )
         for job in list(self._running.values()):
+            ours = job.state
             reply = await self.redis.script(
                 "heartbeat",
                 f"heartbeat job {job.id}",
                 [self.keys.job(job.id), self.keys.active, self.keys.leases(job.id)],
-                [
-                    job.id,
-                    job.state.worker or "",
-                    job.state.attempt,
-                    self.dead_ms,
-                    repr(time.time()),
-                ],
+                [job.id, ours.worker or "", ours.attempt, self.dead_ms, repr(time.time())],
             )
             state, cancel, job.watchers_elsewhere = text(reply[0]), reply[1], int(reply[2])
             if state == "missing":
