@@ -92,10 +92,10 @@ class Follower:
         from_seq = self.from_seq
         try:
             await self._check_not_past_end()
-            if self.job.finished and await broker.start_event(job_id) is None:
+            if self.job.state.finished and await broker.start_event(job_id) is None:
                 raise BacklogGone(
                     f"the events of job {job_id} expired from the backlog",
-                    resume_from=self.job.next_seq,
+                    resume_from=self.job.state.next_seq,
                 )
             for _ in range(_TRIM_RETRIES):
                 subscription = broker.subscribe(job_id, from_seq, max_pending=self.max_pending)
@@ -117,9 +117,9 @@ class Follower:
     async def _check_not_past_end(self) -> None:
         """A resume point past the job's next event would wait for events that may never
         come (422); the job record may lag its log, so the log has the last word."""
-        if self.from_seq <= self.job.next_seq:
+        if self.from_seq <= self.job.state.next_seq:
             return
-        next_seq, _ = await log_tail(self.manager.broker, self.job.id, self.job.last_seq)
+        next_seq, _ = await log_tail(self.manager.broker, self.job.id, self.job.state.last_seq)
         if self.from_seq > next_seq:
             raise InvalidParameter(
                 f"from_seq {self.from_seq} is past job {self.job.id}'s next event ({next_seq})",

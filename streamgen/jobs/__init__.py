@@ -1,12 +1,13 @@
 """Jobs: what a job is, how its events are published, where jobs are kept, who accepts them
 and who runs them. One idea a module, in the order a job meets them:
 
-- `record`: the `Job` record (a leaf: everyone reads it)
+- `record`: the `Job` record — its `JobSpec`, `JobState` and handles (a leaf: everyone
+  reads it)
 - `log`: a job's event log: publishing its typed events in order, its video from the log
 - `store`: the `JobStore` seam and `MemoryJobStore` (one process)
+- `codec`: a job as flat fields and back, for every store (Redis, the disk archive)
 - `redis_store`: `RedisJobStore` (replicas and workers on one Redis), with its
-  `redis_schema` (keys, Lua scripts), `codec` (a job as Redis fields) and `redis_reaper`
-  (jobs whose worker died)
+  `redis_schema` (keys, Lua scripts) and `redis_reaper` (jobs whose worker died)
 - `load`: what a worker reports of its load (estimated start times, `/health`)
 - `manager`: `JobManager`, the API side (accept, look up, cancel, leases)
 - `schedule`: the worker's policy (cost model, which batch next, admission of live streams)
@@ -17,8 +18,8 @@ The pieces are put together in one place, `streamgen.runtime`.
 """
 
 from .log import publish, publish_terminal
-from .manager import JobManager
-from .record import FINISHED, Job, JobStatus, new_job_id
+from .manager import JobManager, Submission
+from .record import FINISHED, Job, JobSpec, JobState, JobStatus, KeyCharge, new_job_id
 from .redis_store import RedisJobStore
 from .store import CancelOutcome, JobPage, JobStore, MemoryJobStore
 from .worker import Worker
@@ -29,10 +30,14 @@ __all__ = [
     "Job",
     "JobManager",
     "JobPage",
+    "JobSpec",
+    "JobState",
     "JobStatus",
     "JobStore",
+    "KeyCharge",
     "MemoryJobStore",
     "RedisJobStore",
+    "Submission",
     "Worker",
     "new_job_id",
     "publish",

@@ -57,7 +57,7 @@ class ActiveJob:
         self.broker = broker
         self.store = store
         self.order = order
-        self.cursor = SegmentCursor(job.request)
+        self.cursor = SegmentCursor(job.spec.request)
         self.started = time.monotonic()
         self.skip = 0  # segments an earlier attempt published
         self.generating = False  # its next window is in the batch being denoised
@@ -70,9 +70,10 @@ class ActiveJob:
         self._encode_error: ServiceError | None = None  # set on the encoder thread, once
         self.on_cancel: Callable[[], None] | None = None  # its CancelEvent callback
         attributes: tracing.Attributes = {
-            "streamgen.job_id": job.id, "streamgen.attempt": job.attempt, "streamgen.live": job.live
+            "streamgen.job_id": job.id, "streamgen.attempt": job.state.attempt,
+            "streamgen.live": job.spec.live,
         }  # fmt: skip
-        self.span = tracing.start("job", job.traceparent or None, attributes)
+        self.span = tracing.start("job", job.spec.traceparent or None, attributes)
 
     @property
     def pipeline_job(self) -> PipelineJob:
@@ -135,13 +136,15 @@ class ActiveJob:
             job.cancel_code, job.cancel_message = "worker_lost", "the job's log already ended"
             job.cancel.set()
             raise GenerationCancelled("the job's log already ended")
-        later = [payload_of(e) for e in events if e.seq > job.last_seq and e.type == "segment"]
-        job.segments_done += len(later)
-        job.frames_done += sum(p.num_frames for p in later if isinstance(p, SegmentPayload))
-        job.next_seq = events[-1].seq + 1
+        later = [
+            payload_of(e) for e in events if e.seq > job.state.last_seq and e.type == "segment"
+        ]
+        job.state.segments_done += len(later)
+        job.state.frames_done += sum(p.num_frames for p in later if isinstance(p, SegmentPayload))
+        job.state.next_seq = events[-1].seq + 1
         self.broker.adopt(events)  # it can now restore the job's backlog if Redis loses it
         try:
-            job.pipeline_job = await asyncio.to_thread(pipeline.open, job.request)
+            job.pipeline_job = await asyncio.to_thread(pipeline.open, job.spec.request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
         if job.pipeline_job.init_segment != start.init_segment:
@@ -151,7 +154,7 @@ class ActiveJob:
                 "(encoder_preset, encoder_crf) and library versions",
                 code="encoder_mismatch",
             )
-        self.skip = job.segments_done
+        self.skip = job.state.segments_done
 
     def open_file(self) -> None:
         """Start the job's MP4 on this machine (memory store): the init segment."""
@@ -275,7 +278,7 @@ class ActiveJob:
             log.info("job %s: handed back to the queue for another worker", job.id)
             job.done.set()
             return {"streamgen.status": "handed_back"}
-        job.status, job.error, job.finished_at = status, error, time.time()
+        job.state.status, job.state.error, job.state.finished_at = status, error, time.time()
         terminal: Terminal = complete_payload(job) if error is None else ErrorPayload.of(error)
         if not await self.store.finish(job, terminal):
             log.warning("job %s: not publishing its end: another worker or reaper owns it",
@@ -284,4 +287,4 @@ class ActiveJob:
             return {"streamgen.status": "taken"}
         with tracing.current("publish", self.span, {"streamgen.event": terminal.type}):
             await publish_terminal(self.broker, self.store, job, terminal)
-        return {"streamgen.status": status, "streamgen.segments": job.segments_done}
+        return {"streamgen.status": status, "streamgen.segments": job.state.segments_done}

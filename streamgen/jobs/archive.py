@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from ..errors import GenerationFailed
-from .codec import pack_error, pack_request, unpack_error, unpack_request
+from .codec import record_fields, spec_from_fields, state_from_fields
 from .record import Job
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ class JobArchive:
         path = self._path(job.id)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            temporary.write_bytes(msgpack.packb(_record(job), use_bin_type=True))
+            temporary.write_bytes(
+                msgpack.packb(record_fields(job, inputs=False), use_bin_type=True)
+            )
             os.replace(temporary, path)
         except Exception as exc:  # a full disk must not fail the job itself
             temporary.unlink(missing_ok=True)
@@ -67,75 +69,31 @@ class JobArchive:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.error("skipping the unreadable job record %s: %s", path, exc)
                 continue
-            if not job.finished:
+            if not job.state.finished:
                 _fail_restarted(job)
                 self.save(job)
             job.done.set()
             jobs.append(job)
-        jobs.sort(key=lambda job: job.created_at)
+        jobs.sort(key=lambda job: job.spec.created_at)
         if jobs:
             log.info("restored %d job record(s) from %s", len(jobs), self.directory)
         return jobs
 
 
 def _fail_restarted(job: Job) -> None:
-    job.status = "failed"
-    job.error = GenerationFailed(
+    state = job.state
+    state.status = "failed"
+    state.error = GenerationFailed(
         "the server stopped before the job finished (it was restarted)", code=RESTARTED
     )
-    job.finished_at = job.finished_at or job.started_at or job.created_at
+    state.finished_at = state.finished_at or state.started_at or job.spec.created_at
     if job.video_path is not None:
         job.video_path.unlink(missing_ok=True)
-    job.segments_done = job.frames_done = 0
-
-
-def _record(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "request": pack_request(job.request, arrays=False),
-        "model": job.model,
-        "priority": job.priority,
-        "request_scoped": job.request_scoped,
-        "live": job.live,
-        "remixed_from": job.remixed_from,
-        "listed": job.listed,
-        "key_id": job.key_id,
-        "charged_seconds": job.charged_seconds,
-        "charged_day": job.charged_day,
-        "cap_seconds": job.cap_seconds,
-        "created_at": job.created_at,
-        "status": job.status,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "segments_done": job.segments_done,
-        "frames_done": job.frames_done,
-        "next_seq": job.next_seq,
-        "error": pack_error(job.error),
-        "realtime_factor": job.realtime_factor,
-    }
+    state.segments_done = state.frames_done = 0
 
 
 def _job(record: dict[str, Any], videos_dir: Path) -> Job:
-    job = Job(
-        id=str(record["id"]),
-        request=unpack_request(record["request"]),
-        model=str(record["model"]),
-        priority=int(record["priority"]),
-        request_scoped=bool(record["request_scoped"]),
-        live=bool(record["live"]),
-        remixed_from=record["remixed_from"],
-        listed=bool(record["listed"]),
-        key_id=record["key_id"],
-        charged_seconds=float(record["charged_seconds"]),
-        charged_day=int(record.get("charged_day", 0)),
-        cap_seconds=float(record["cap_seconds"]),
-        video_path=videos_dir / f"{record['id']}.mp4",
-        created_at=float(record["created_at"]),
-        status=record["status"],
-    )
-    job.started_at, job.finished_at = record["started_at"], record["finished_at"]
-    job.segments_done, job.frames_done = int(record["segments_done"]), int(record["frames_done"])
-    job.next_seq = int(record["next_seq"])
-    job.error = unpack_error(record["error"])
-    job.realtime_factor = record["realtime_factor"]
-    return job
+    if "next_seq" in record:  # written before the one codec: the seq to come, not the last
+        record.setdefault("last_seq", record.pop("next_seq") - 1)
+    spec = spec_from_fields(record)
+    return Job(spec, state_from_fields(record), video_path=videos_dir / f"{spec.id}.mp4")

@@ -1,11 +1,24 @@
-"""How a job is kept in Redis: its hash fields (`new_record`, read back by `job_from_view`,
-`apply_view` and `job_from_claim`), msgpack of its request (with its pixel inputs), its
-error and its terminal event, and the small conversions of Redis replies.
+"""A job record as flat fields, and back: the one codec of every store.
+
+`record_fields` writes a job's `JobSpec` and `JobState` as one flat mapping of text,
+integers and bytes — the Redis hash (whose field names the Lua scripts of `redis_schema`
+read), the disk archive's records and, later, a table's columns — and `spec_from_fields` /
+`state_from_fields` read one back, from Redis's bytes or from native values alike. The
+fields are derived from the dataclasses: a field of a type not taught here fails at import,
+and the round-trip tests walk every field.
+
+Also here: msgpack of a job's request (with its pixel inputs), of its error and of its
+terminal event, the Redis forms of a record (`new_record`, `progress_fields`,
+`job_from_view`, `apply_view`, `job_from_claim`) and the small conversions of Redis replies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import time
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -15,136 +28,12 @@ from segment_pipeline import AudioClip, ResolvedRequest
 
 from ..errors import Conflict, GenerationFailed, InvalidParameter, ServiceError, ServiceUnavailable
 from ..events import CompletePayload, ErrorPayload, Terminal, from_data, to_data
-from .record import Job
-from .redis_schema import VIEW_FIELDS
+from .record import Job, JobSpec, JobState, JobStatus, KeyCharge
 
+Flat = str | int | bytes
+"""What a store keeps in one field (Redis hands every one back as bytes)."""
 
-def new_record(job: Job) -> dict[str, Any]:
-    """The hash fields of a job just submitted (queued, nothing done)."""
-    return {
-        "id": job.id,
-        "request": pack_request(job.request, arrays=False),
-        "inputs": pack_arrays(job.request),
-        "model": job.model,
-        "priority": job.priority,
-        "request_scoped": "1" if job.request_scoped else "0",
-        "live": "1" if job.live else "0",
-        "remixed_from": job.remixed_from or "",
-        "listed": "1" if job.listed else "0",
-        "key_id": job.key_id or "",
-        "charged_seconds": repr(job.charged_seconds),
-        "charged_day": job.charged_day,
-        "cap_seconds": repr(job.cap_seconds),
-        "traceparent": job.traceparent,
-        "created_at": repr(job.created_at),
-        "max_attempts": job.max_attempts,
-        "status": "queued",
-        "attempt": 0,
-        "worker": "",
-        "started_at": "",
-        "finished_at": "",
-        "segments_done": 0,
-        "frames_done": 0,
-        "last_seq": 0,
-        "progress": b"",
-        "error": b"",
-        "realtime_factor": "",
-        "estimated_start_at": ""
-        if job.estimated_start_at is None
-        else repr(job.estimated_start_at),
-    }
-
-
-def progress_fields(job: Job) -> dict[str, Any]:
-    """The hash fields a worker updates after each event."""
-    return {
-        "last_seq": job.last_seq,
-        "segments_done": job.segments_done,
-        "frames_done": job.frames_done,
-        "progress": pack(job.progress) if job.progress is not None else b"",
-        "realtime_factor": _number_text(job.realtime_factor),
-        "estimated_start_at": _number_text(job.estimated_start_at),
-    }
-
-
-def job_from_view(job_id: str, values: list[Any]) -> Job:
-    """A replica's handle of a job from its `VIEW_FIELDS` values (state applied after)."""
-    view = dict(zip(VIEW_FIELDS, values, strict=True))
-    return Job(
-        id=job_id,
-        request=unpack_request(view["request"]),
-        model=text(view["model"]),
-        priority=int(view["priority"]),
-        request_scoped=view["request_scoped"] == b"1",
-        live=view["live"] == b"1",
-        remixed_from=text(view["remixed_from"]) or None,
-        listed=view["listed"] == b"1",
-        **_key_fields(view),
-        created_at=float(view["created_at"]),
-        max_attempts=int(view["max_attempts"] or 1),
-    )
-
-
-def _key_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """key_id, charged_seconds, charged_day and cap_seconds from a job's hash fields (absent in jobs
-    stored before keys existed)."""
-    return {
-        "key_id": text(fields.get("key_id") or b"") or None,
-        "charged_seconds": number(fields.get("charged_seconds")) or 0.0,
-        "charged_day": int(number(fields.get("charged_day")) or 0),
-        "cap_seconds": number(fields.get("cap_seconds")) or 0.0,
-    }
-
-
-def apply_view(job: Job, values: list[Any]) -> None:
-    """Bring `job` up to date with its `VIEW_FIELDS` values."""
-    view = dict(zip(VIEW_FIELDS, values, strict=True))
-    job.status = text(view["status"])  # type: ignore[assignment]
-    job.worker = text(view["worker"]) or None
-    job.attempt = int(view["attempt"] or 0)
-    job.started_at = number(view["started_at"])
-    job.finished_at = number(view["finished_at"])
-    job.segments_done = int(view["segments_done"] or 0)
-    job.frames_done = int(view["frames_done"] or 0)
-    job.next_seq = max(job.next_seq, int(view["last_seq"] or 0) + 1)
-    job.progress = msgpack.unpackb(view["progress"], raw=False) if view["progress"] else None
-    job.error = unpack_error(view["error"])
-    job.realtime_factor = number(view["realtime_factor"])
-    job.estimated_start_at = number(view["estimated_start_at"])
-    if job.finished:
-        job.done.set()
-        if job.orphan_timer is not None:
-            job.orphan_timer.cancel()
-            job.orphan_timer = None
-
-
-def job_from_claim(fields: dict[str, Any]) -> Job:
-    """The running job a worker took: all of its hash `fields` (the request's arrays too)."""
-    job_id = text(fields["id"]) if "id" in fields else None
-    request = unpack_request(fields["request"], fields.get("inputs") or b"")
-    job = Job(
-        id=job_id or "",
-        request=request,
-        model=text(fields["model"]),
-        priority=int(fields["priority"]),
-        request_scoped=fields["request_scoped"] in (b"1", "1"),
-        live=fields.get("live") in (b"1", "1"),
-        **_key_fields(fields),
-        traceparent=text(fields.get("traceparent") or b""),
-        created_at=float(fields["created_at"]),
-        max_attempts=int(fields.get("max_attempts") or 1),
-        status="running",
-    )
-    job.worker = text(fields["worker"])
-    job.attempt = int(fields["attempt"])
-    job.started_at = number(fields.get("started_at"))
-    job.segments_done = int(fields.get("segments_done") or 0)
-    job.frames_done = int(fields.get("frames_done") or 0)
-    job.next_seq = int(fields.get("last_seq") or 0) + 1
-    job.estimated_start_at = number(fields.get("estimated_start_at"))
-    return job
-
-
+# The values of a record: its request, its error; its terminal event ----------------------
 _REQUEST_FIELDS = (
     "prompt", "negative_prompt", "seed", "width", "height", "fps", "total_frames",
     "num_inference_steps", "guidance_scale", "segment_frames", "overlap_frames",
@@ -274,3 +163,210 @@ def number(value: Any) -> float | None:
 
 def _number_text(value: float | None) -> str:
     return "" if value is None else repr(value)
+
+
+# The record as flat fields -----------------------------------------------------------------
+_NO_DEFAULT = dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One flat field: the attribute it holds and how its value is written and read."""
+
+    name: str  # the stored name (a Redis hash field, an archive key, a column)
+    path: tuple[str, ...]  # attribute names from the part (`JobSpec`, `JobState`) down
+    encode: Callable[[Any], Flat]
+    decode: Callable[[Any], Any]  # a stored value: bytes, text or a native value
+    default: Any  # for a field empty in the store; _NO_DEFAULT: decode it anyway
+    required: bool  # a record without it cannot be read (else: the dataclass makes it)
+
+
+def _flag(value: Any) -> bool:
+    return value in (True, 1, b"1", "1")
+
+
+def _integer(value: Any) -> int:
+    return int(number(value) or 0)
+
+
+def _float(value: Any) -> float:
+    return number(value) or 0.0
+
+
+def _optional_text(value: Any) -> str | None:
+    return text(value) or None
+
+
+# How a field of each type is stored: (encode, decode). A type missing here fails at import.
+_CODECS: dict[Any, tuple[Callable[[Any], Flat], Callable[[Any], Any]]] = {
+    str: (str, text),
+    JobStatus: (str, text),
+    str | None: (lambda value: value or "", _optional_text),
+    int: (int, _integer),
+    float: (repr, _float),
+    float | None: (_number_text, number),
+    bool: (lambda value: "1" if value else "0", _flag),
+    ResolvedRequest: (lambda value: pack_request(value, arrays=False), unpack_request),
+    dict[str, Any] | None: (
+        lambda value: b"" if value is None else pack(value),
+        lambda value: msgpack.unpackb(value, raw=False),
+    ),
+    ServiceError | None: (pack_error, unpack_error),
+}
+_NESTED = (KeyCharge,)  # dataclasses whose fields are stored flat beside the others
+
+
+def _next_seq_field() -> _Field:
+    """`next_seq` is stored as the seq of the last event published (`last_seq`, which
+    Redis's settle script compares). A record is first written just before the job's
+    `start` event (seq 0) is published and read after it, so a fresh job's says 0."""
+    return _Field(
+        "last_seq",
+        ("next_seq",),
+        lambda next_seq: max(next_seq, 1) - 1,
+        lambda last_seq: _integer(last_seq) + 1,
+        1,
+        False,
+    )
+
+
+def _fields_of(cls: type, path: tuple[str, ...] = ()) -> list[_Field]:
+    hints = typing.get_type_hints(cls)
+    out: list[_Field] = []
+    for item in dataclasses.fields(cls):
+        kind, where = hints[item.name], (*path, item.name)
+        if kind in _NESTED:
+            out += _fields_of(kind, where)
+        elif where == ("next_seq",):
+            out.append(_next_seq_field())
+        elif kind in _CODECS:
+            encode, decode = _CODECS[kind]
+            required = item.default is _NO_DEFAULT and item.default_factory is _NO_DEFAULT
+            out.append(_Field(item.name, where, encode, decode, item.default, required))
+        else:
+            raise TypeError(f"the job codec cannot store {cls.__name__}.{item.name} ({kind})")
+    return out
+
+
+SPEC_FIELDS: tuple[_Field, ...] = tuple(_fields_of(JobSpec))
+STATE_FIELDS: tuple[_Field, ...] = tuple(_fields_of(JobState))
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in (*SPEC_FIELDS, *STATE_FIELDS))
+"""Every field of a record (besides `inputs`, the request's arrays), as stored."""
+_BY_NAME = {f.name: f for f in (*SPEC_FIELDS, *STATE_FIELDS)}
+
+
+def _get(part: object, path: tuple[str, ...]) -> Any:
+    for name in path:
+        part = getattr(part, name)
+    return part
+
+
+def record_fields(job: Job, *, inputs: bool = True) -> dict[str, Flat]:
+    """The flat fields of `job` (spec, then state); with `inputs`, also the request's
+    pictures and sound (msgpack), which the disk archive does not keep."""
+    out = {f.name: f.encode(_get(job.spec, f.path)) for f in SPEC_FIELDS}
+    out.update(state_fields(job.state, tuple(f.name for f in STATE_FIELDS)))
+    if inputs:
+        out["inputs"] = pack_arrays(job.spec.request)
+    return out
+
+
+def state_fields(state: JobState, names: tuple[str, ...]) -> dict[str, Flat]:
+    """The stored fields `names` of `state` (those a change rewrites)."""
+    return {name: _BY_NAME[name].encode(_get(state, _BY_NAME[name].path)) for name in names}
+
+
+def _read(fields: tuple[_Field, ...], stored: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
+    """{attribute path: value} of `fields` in `stored`; an absent or empty field takes its
+    default (a record from before the field existed), or its dataclass makes it."""
+    values: dict[tuple[str, ...], Any] = {}
+    for f in fields:
+        value = stored.get(f.name)
+        if value is None or (isinstance(value, bytes | str) and not value):
+            if f.default is not _NO_DEFAULT:
+                values[f.path] = f.default
+                continue
+            if value is None:
+                if f.required:
+                    raise KeyError(f"the job record has no {f.name!r}")
+                continue  # made by its dataclass (created_at: now)
+        values[f.path] = f.decode(value)
+    return values
+
+
+def _build(cls: type, values: dict[tuple[str, ...], Any], path: tuple[str, ...] = ()) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        where = (*path, item.name)
+        if hints[item.name] in _NESTED:
+            kwargs[item.name] = _build(hints[item.name], values, where)
+        elif where in values:
+            kwargs[item.name] = values[where]
+    return cls(**kwargs)
+
+
+def spec_from_fields(stored: Mapping[str, Any]) -> JobSpec:
+    """The `JobSpec` of a stored record (its request with the arrays of `inputs`, if kept)."""
+    values = _read(SPEC_FIELDS, stored)
+    if stored.get("inputs"):
+        values[("request",)] = unpack_request(stored["request"], stored["inputs"])
+    spec: JobSpec = _build(JobSpec, values)
+    return spec
+
+
+def state_from_fields(stored: Mapping[str, Any]) -> JobState:
+    """The `JobState` of a stored record."""
+    state: JobState = _build(JobState, _read(STATE_FIELDS, stored))
+    return state
+
+
+# The Redis forms of a record ---------------------------------------------------------------
+VIEW_FIELDS: tuple[str, ...] = ("status", *(n for n in FIELD_NAMES if n != "status"))
+"""The fields a replica reads to show a job (not `inputs`, the worker's arrays); `status`
+first, so the first value of an HMGET says whether the job exists."""
+_PROGRESS = ("last_seq", "segments_done", "frames_done", "progress", "realtime_factor",
+             "estimated_start_at")  # fmt: skip
+
+
+def new_record(job: Job) -> dict[str, Flat]:
+    """The hash fields of a job just submitted."""
+    return record_fields(job)
+
+
+def progress_fields(job: Job) -> dict[str, Flat]:
+    """The hash fields a worker updates after each event."""
+    return state_fields(job.state, _PROGRESS)
+
+
+def final_fields(job: Job) -> dict[str, Flat]:
+    """The hash fields a worker's finish writes: its progress and its end (now, if its end
+    time is not set)."""
+    fields = {**progress_fields(job), **state_fields(job.state, ("status", "finished_at", "error"))}
+    if job.state.finished_at is None:
+        fields["finished_at"] = repr(time.time())
+    return fields
+
+
+def job_from_view(job_id: str, values: list[Any]) -> Job:
+    """A replica's handle of a job from its `VIEW_FIELDS` values (state applied after)."""
+    view = dict(zip(VIEW_FIELDS, values, strict=True))
+    return Job(spec_from_fields({**view, "id": job_id}))
+
+
+def apply_view(job: Job, values: list[Any]) -> None:
+    """Bring `job`'s state up to date with its `VIEW_FIELDS` values."""
+    fresh = state_from_fields(dict(zip(VIEW_FIELDS, values, strict=True)))
+    fresh.next_seq = max(job.state.next_seq, fresh.next_seq)  # this process may be ahead
+    for item in dataclasses.fields(JobState):
+        setattr(job.state, item.name, getattr(fresh, item.name))
+    if job.state.finished:
+        job.done.set()
+        if job.orphan_timer is not None:
+            job.orphan_timer.cancel()
+            job.orphan_timer = None
+
+
+def job_from_claim(fields: Mapping[str, Any]) -> Job:
+    """The running job a worker took: all of its hash `fields` (the request's arrays too)."""
+    return Job(spec_from_fields(fields), state_from_fields(fields))

@@ -39,10 +39,10 @@ async def publish(broker: Broker, job: Job, payload: Payload) -> None:
     async with job.publish_lock:
         data = to_data(payload)
         data["time"] = time.time()
-        await broker.publish(Event(job.id, job.next_seq, payload.type, data))
-        job.next_seq += 1
+        await broker.publish(Event(job.id, job.state.next_seq, payload.type, data))
+        job.state.next_seq += 1
     track(job, payload)
-    job_event(job.created_at, data, payload.type, job.realtime_factor)
+    job_event(job.spec.created_at, data, payload.type, job.state.realtime_factor)
 
 
 async def publish_terminal(broker: Broker, store: JobStore, job: Job, payload: Terminal) -> None:
@@ -51,8 +51,8 @@ async def publish_terminal(broker: Broker, store: JobStore, job: Job, payload: T
     published when the log already ended (a publisher died between the two)."""
     try:
         if store.shared:
-            next_seq, ended = await log_tail(broker, job.id, job.last_seq)
-            job.next_seq = next_seq
+            next_seq, ended = await log_tail(broker, job.id, job.state.last_seq)
+            job.state.next_seq = next_seq
             if ended:
                 return
         await publish(broker, job, payload)
@@ -74,19 +74,19 @@ async def log_tail(broker: Broker, job_id: str, known_last_seq: int) -> tuple[in
 def track(job: Job, payload: Payload) -> None:
     """Update what is known of `job` after `payload` was published."""
     if isinstance(payload, ProgressPayload):
-        job.progress = {
+        job.state.progress = {
             "segment_index": payload.segment_index,
             "step": payload.step,
             "total_steps": payload.total_steps,
         }
     elif isinstance(payload, SegmentPayload):
-        job.segments_done += 1
-        job.frames_done += payload.num_frames
+        job.state.segments_done += 1
+        job.state.frames_done += payload.num_frames
 
 
 def start_payload(job: Job) -> StartPayload:
     """The `start` event of `job` (opened here: it has its `pipeline_job`)."""
-    request, pipeline_job = job.request, job.pipeline_job
+    request, pipeline_job = job.spec.request, job.pipeline_job
     assert pipeline_job is not None, "start_payload needs the opened pipeline job"
     return StartPayload(
         codec=pipeline_job.codec_string,
@@ -98,15 +98,15 @@ def start_payload(job: Job) -> StartPayload:
         total_segments=request.total_segments,
         total_frames=request.total_frames,
         seed=request.seed,
-        model=job.model,
+        model=job.spec.model,
     )
 
 
 def complete_payload(job: Job) -> CompletePayload:
     return CompletePayload(
-        total_segments=job.segments_done,
-        total_frames=job.frames_done,
-        duration=job.frames_done / job.request.fps,
+        total_segments=job.state.segments_done,
+        total_frames=job.state.frames_done,
+        duration=job.state.frames_done / job.spec.request.fps,
     )
 
 
@@ -138,14 +138,18 @@ def assemble_video(job: Job, events: list[Event]) -> bytes:
     if not isinstance(start, StartPayload):
         raise BacklogGone(
             f"the events of job {job.id} expired from the backlog, and its video with them",
-            resume_from=job.next_seq,
+            resume_from=job.state.next_seq,
         )
-    if not segments and job.segments_done == 0:
-        raise NotFound(f"job {job.id} ended ({job.status}) before producing video", param="job_id")
+    if not segments and job.state.segments_done == 0:
+        raise NotFound(
+            f"job {job.id} ended ({job.state.status}) before producing video", param="job_id"
+        )
     fragments = [s for s in segments if isinstance(s, SegmentPayload)]
     indices = [s.segment_index for s in fragments]
-    if indices != list(range(max(job.segments_done, len(indices)))):
-        first = next(e.seq for e in events if e.type == "segment") if segments else job.next_seq
+    if indices != list(range(max(job.state.segments_done, len(indices)))):
+        first = (
+            next(e.seq for e in events if e.type == "segment") if segments else job.state.next_seq
+        )
         raise BacklogGone(
             f"segments of job {job.id} rolled out of the backlog (max_backlog_bytes), so its "
             "video can no longer be rebuilt",

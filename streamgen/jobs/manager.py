@@ -20,6 +20,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segment_pipeline import GenerationRequest, PipelineError, ResolvedRequest, SegmentPipeline
@@ -41,7 +42,7 @@ from ..events import ErrorPayload, QueuedPayload
 from ..observability import JOB_ID
 from .load import WorkerLoad, estimated_start
 from .log import assemble_video, log_tail, publish, publish_terminal, start_payload
-from .record import Job, new_job_id
+from .record import Job, JobSpec, KeyCharge, new_job_id
 from .store import JobPage, JobStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,21 @@ QUEUE_NOTICE_S = 0.5  # a job expected to wait at least this long gets a `queued
 _JOB_FILE = re.compile(r"job_[0-9a-f]{20}(\.[0-9a-f]{8}\.part|\.mp4)")
 DELETE_WAIT_S = 30.0  # a deleted job that is running gets this long to stop
 OWNER_SCAN = 100  # jobs read a store page when one key's jobs are listed
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a caller decides of a job besides its request (`JobManager.submit`)."""
+
+    request_scoped: bool  # it runs only while a subscriber holds it (leases)
+    model: str | None = None  # None: the loaded one
+    priority: int = 0
+    live: bool = False  # a viewer plays it as it comes (scheduled by deadline, admitted
+    # only where it keeps real time)
+    remixed_from: str | None = None
+    listed: bool = False  # /v1/videos lists it
+    job_id: str | None = None  # None: a fresh one
+    charge: KeyCharge = field(default_factory=KeyCharge)
 
 
 class JobManager:
@@ -125,7 +141,8 @@ class JobManager:
         if job.video_path is not None:
             if not job.video_path.exists():
                 raise NotFound(
-                    f"job {job.id} ended ({job.status}) before producing video", param="job_id"
+                    f"job {job.id} ended ({job.state.status}) before producing video",
+                    param="job_id",
                 )
             return job.video_path
         path = self.videos_dir / f"{job.id}.mp4"
@@ -156,59 +173,47 @@ class JobManager:
         await self._check_queue(live)
 
     async def submit(
-        self,
-        request: GenerationRequest | ResolvedRequest,
-        *,
-        model: str | None = None,
-        priority: int = 0,
-        request_scoped: bool,
-        live: bool = False,
-        remixed_from: str | None = None,
-        listed: bool = False,
-        job_id: str | None = None,
-        key_id: str | None = None,
-        charged_seconds: float = 0.0,
-        charged_day: int = 0,
-        cap_seconds: float = 0.0,
+        self, request: GenerationRequest | ResolvedRequest, submission: Submission
     ) -> Job:
-        """Check `request`, queue a job for it and publish its `start` event (and, when no
-        worker has room for it now, a `queued` event with its estimated start).
+        """Check `request`, queue a job for it as `submission` says and publish its `start`
+        event (and, when no worker has room for it now, a `queued` event with its
+        estimated start).
 
-        `live`: a viewer plays it as it comes (scheduled by deadline, admitted only where
-        it keeps real time). A request-scoped job comes back holding one lease, which the
-        caller must `release`. Raises `InvalidParameter` (422), `QueueFull` (429) or
+        A request-scoped job comes back holding one lease, which the caller must
+        `release`. Raises `InvalidParameter` (422), `QueueFull` (429) or
         `ServiceUnavailable` (503).
         """
-        await self.admit(model, live=live)
+        live = submission.live
+        await self.admit(submission.model, live=live)
         try:
             pipeline_job = await asyncio.to_thread(self.pipeline.open, request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
         self._check_accepting()
         queued = await self._check_queue(live)
-        job_id = job_id or new_job_id()
-        job = Job(
+        job_id = submission.job_id or new_job_id()
+        spec = JobSpec(
             id=job_id,
             request=pipeline_job.request,
-            pipeline_job=pipeline_job,
             model=self.model_name,
-            priority=priority,
-            request_scoped=request_scoped,
+            priority=submission.priority,
+            request_scoped=submission.request_scoped,
             live=live,
-            remixed_from=remixed_from,
-            listed=listed,
-            key_id=key_id,
-            charged_seconds=charged_seconds,
-            charged_day=charged_day,
-            cap_seconds=cap_seconds,
+            remixed_from=submission.remixed_from,
+            listed=submission.listed,
+            charge=submission.charge,
             traceparent=tracing.traceparent(),
-            video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
-            leases=1 if request_scoped else 0,
             max_attempts=2 if self.settings.worker_retry_failed_jobs else 1,
+        )
+        job = Job(
+            spec,
+            pipeline_job=pipeline_job,
+            video_path=None if self.store.shared else self.videos_dir / f"{job_id}.mp4",
+            leases=1 if submission.request_scoped else 0,
         )
         JOB_ID.set(job_id)
         notice = await self._queue_notice(live, queued)
-        job.estimated_start_at = None if notice is None else notice.estimated_start_at
+        job.state.estimated_start_at = None if notice is None else notice.estimated_start_at
         try:
             await self.store.create(job)
             try:
@@ -226,7 +231,7 @@ class JobManager:
     async def is_active(self, job_id: str) -> bool:
         """Whether job `job_id` exists and has not finished."""
         try:
-            return not (await self.store.get(job_id)).finished
+            return not (await self.store.get(job_id)).state.finished
         except JobNotFound:
             return False
 
@@ -239,7 +244,7 @@ class JobManager:
         except BrokerError as exc:
             raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
         if outcome == "finished":
-            raise Conflict(f"job {job.id} already {job.status}", param="job_id")
+            raise Conflict(f"job {job.id} already {job.state.status}", param="job_id")
         if outcome == "queued":
             terminal = ErrorPayload(code=code, message=message, param=None)
             await publish_terminal(self.broker, self.store, job, terminal)
@@ -255,7 +260,7 @@ class JobManager:
             mine: list[Job] = []
             while True:
                 page = await self.store.page(after, max(limit, OWNER_SCAN), newest_first)
-                mine += [job for job in page.jobs if job.key_id == owner]
+                mine += [job for job in page.jobs if job.spec.charge.key_id == owner]
                 if len(mine) > limit or not page.has_more or not page.jobs:
                     return JobPage(mine[:limit], len(mine) > limit or page.has_more)
                 after = page.jobs[-1].id
@@ -267,7 +272,7 @@ class JobManager:
         cancelled first (it stops within one denoising step) and deleted once it has;
         `Conflict` (409) when it has not stopped within `wait_s` seconds."""
         try:
-            if not job.finished:
+            if not job.state.finished:
                 with contextlib.suppress(Conflict):  # it ended meanwhile
                     await self.cancel(job, "cancelled", "the job was deleted")
                 await self._until_ended(job, wait_s)
@@ -280,7 +285,7 @@ class JobManager:
         """Until `job`'s terminal event is published (its state is final by then). The
         log is read from its last known event on, which may be the terminal one itself
         (a queued job's cancel publishes it at once)."""
-        next_seq, ended = await log_tail(self.broker, job.id, job.last_seq - 1)
+        next_seq, ended = await log_tail(self.broker, job.id, job.state.last_seq - 1)
         if ended:
             return
         try:
@@ -302,7 +307,7 @@ class JobManager:
         if job.orphan_timer is not None:
             job.orphan_timer.cancel()
             job.orphan_timer = None
-        if job.leases == 1 and not job.finished:
+        if job.leases == 1 and not job.state.finished:
             self.store.lease_held(job)
 
     def release(self, job: Job, grace_s: float = 0.0) -> None:
@@ -310,9 +315,9 @@ class JobManager:
         with Redis) cancels it, at once or after `grace_s` seconds in which a new
         subscriber may resume it."""
         job.leases = max(0, job.leases - 1)
-        if job.leases or job.finished:
+        if job.leases or job.state.finished:
             return
-        if not job.request_scoped:
+        if not job.spec.request_scoped:
             self.store.lease_dropped(job, 0.0)  # no longer watched from here
             return
         self.store.lease_dropped(job, grace_s)
@@ -324,7 +329,7 @@ class JobManager:
 
     def _orphaned(self, job: Job) -> None:
         job.orphan_timer = None
-        if job.leases == 0 and not job.finished:
+        if job.leases == 0 and not job.state.finished:
             self._tasks.spawn(self._cancel_orphan(job))
 
     async def _cancel_orphan(self, job: Job) -> None:

@@ -103,7 +103,7 @@ class Reaper:
             if not done:
                 return
             log.warning("job %s: %s", job_id, error.message)
-            job.status, job.error, job.finished_at = status_text, error, now  # type: ignore[assignment]
+            job.state.status, job.state.error, job.state.finished_at = status_text, error, now  # type: ignore[assignment]
         elif stored_terminal is not None:
             terminal = unpack_terminal(stored_terminal)
         else:

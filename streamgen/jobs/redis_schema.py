@@ -72,13 +72,6 @@ class RedisKeys:
         return f"{self.prefix}:{{{job_id}}}:leases"
 
 
-# Fields a replica reads to show a job (`inputs`, the worker's arrays, is left out).
-VIEW_FIELDS = (
-    "status", "model", "priority", "request_scoped", "created_at", "request", "max_attempts",
-    "worker", "attempt", "started_at", "finished_at", "segments_done", "frames_done",
-    "last_seq", "progress", "error", "live", "realtime_factor", "estimated_start_at",
-    "remixed_from", "listed", "key_id", "charged_seconds", "charged_day", "cap_seconds",
-)  # fmt: skip
 SCORE_BASE = 10**12  # queue score: (100 - priority) * base + FIFO counter (< 2**53)
 
 _NOW = """

@@ -28,7 +28,9 @@ from ..config import Settings
 from ..errors import JobNotFound, ServiceError
 from ..events import ErrorPayload, Terminal, to_data
 from .codec import (
+    VIEW_FIELDS,
     apply_view,
+    final_fields,
     hash_fields,
     job_from_claim,
     job_from_view,
@@ -44,7 +46,7 @@ from .load import WorkerLoad
 from .log import start_payload
 from .record import Job, cancel_error
 from .redis_reaper import Reaper
-from .redis_schema import SCORE_BASE, VIEW_FIELDS, JobsRedis, RedisKeys
+from .redis_schema import SCORE_BASE, JobsRedis, RedisKeys
 from .store import ANY, Accept, CancelOutcome, JobPage, JobStore, wait_any
 
 log = logging.getLogger(__name__)
@@ -161,7 +163,7 @@ class RedisJobStore(JobStore):
     # -- the API side ---------------------------------------------------------------------
     async def create(self, job: Job) -> None:
         record = new_record(job)
-        lease = self.identity if job.request_scoped else ""
+        lease = self.identity if job.spec.request_scoped else ""
         created = await self.redis.script(
             "create",
             f"record job {job.id}",
@@ -172,8 +174,8 @@ class RedisJobStore(JobStore):
             raise ServiceError(f"job id {job.id} is already taken")
         self._queued_here[job.id] = record
         self._remember(job)
-        if job.listed:
-            redis, score = self.redis.client(), {job.id: int(job.created_at * 1_000_000)}
+        if job.spec.listed:
+            redis, score = self.redis.client(), {job.id: int(job.spec.created_at * 1_000_000)}
             try:
                 await self.redis.command(
                     f"index job {job.id}", lambda: redis.zadd(self.keys.index, score)
@@ -238,7 +240,7 @@ class RedisJobStore(JobStore):
         self.broker.disown(job.id)  # the worker that takes it publishes from now on
         redis = self.redis.client()
         order = await self.redis.command("number a job", lambda: redis.incr(self.keys.order))
-        score = str((100 - job.priority) * SCORE_BASE + int(order))
+        score = str((100 - job.spec.priority) * SCORE_BASE + int(order))
         self._queued_here[job.id]["score"] = score
         await self.redis.script(
             "enqueue",
@@ -297,12 +299,13 @@ class RedisJobStore(JobStore):
             raise JobNotFound(job.id)
         if outcome == "queued":
             self._queued_here.pop(job.id, None)
-            job.status, job.error, job.finished_at = "cancelled", error, now
+            job.state.status, job.state.error, job.state.finished_at = "cancelled", error, now
         elif outcome == "finished":
             await self.get(job.id)  # so the caller reports the real final state
         return outcome  # type: ignore[return-value]
 
     async def _settle(self, job: Job) -> None:
+        last_seq = job.state.last_seq
         self._running.pop(job.id, None)
         self._records.pop(job.id, None)
         self._queued_here.pop(job.id, None)
@@ -311,7 +314,7 @@ class RedisJobStore(JobStore):
                 "settle",
                 f"settle job {job.id}",
                 [self.keys.job(job.id), self.keys.active, self.keys.leases(job.id)],
-                [job.id, self.finished_ttl_ms, self.channel, f"finished {job.id}", job.last_seq],
+                [job.id, self.finished_ttl_ms, self.channel, f"finished {job.id}", last_seq],
             )
         finally:
             job.done.set()
@@ -408,13 +411,7 @@ class RedisJobStore(JobStore):
 
     async def finish(self, job: Job, terminal: Terminal) -> bool:
         self._running.pop(job.id, None)  # no more heartbeats: `active` now holds the deadline
-        changes = {
-            **progress_fields(job),
-            "status": job.status,
-            "finished_at": repr(job.finished_at or time.time()),
-            "error": pack_error(job.error),
-            "terminal": pack_terminal(terminal),
-        }
+        changes = {**final_fields(job), "terminal": pack_terminal(terminal)}
         try:
             return await self._fenced("finish", job, changes, active=True)
         except BrokerUnavailable as exc:
@@ -428,9 +425,9 @@ class RedisJobStore(JobStore):
         the job first if Redis lost it."""
         if active:
             keys = [self.keys.job(job.id), self.keys.active]
-            args: list[Any] = [job.id, job.worker or "", job.attempt, self.dead_ms]
+            args: list[Any] = [job.id, job.state.worker or "", job.state.attempt, self.dead_ms]
         else:
-            keys, args = [self.keys.job(job.id)], [job.worker or "", job.attempt]
+            keys, args = [self.keys.job(job.id)], [job.state.worker or "", job.state.attempt]
         record = self._records.get(job.id)
         if record is not None:
             record.update(changes)
@@ -443,7 +440,7 @@ class RedisJobStore(JobStore):
             if stored >= 0:
                 if stored == 0:
                     log.warning("job %s is no longer this worker's (attempt %d)", job.id,
-                                job.attempt)  # fmt: skip
+                                job.state.attempt)  # fmt: skip
                 return bool(stored)
             await self._restore_running(job)  # Redis lost it: put ours back, then again
         return False
@@ -456,7 +453,7 @@ class RedisJobStore(JobStore):
             "give_back",
             f"give back job {job.id}",
             [self.keys.job(job.id), self.keys.active, self.keys.queue],
-            [job.id, self.identity, job.attempt, self.channel, "queued"],
+            [job.id, self.identity, job.state.attempt, self.channel, "queued"],
         )
         if requeued:
             self._running.pop(job.id, None)
@@ -488,7 +485,7 @@ class RedisJobStore(JobStore):
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
         self._jobs.move_to_end(job.id)
-        finished = [j for j in self._jobs.values() if j.finished and not j.leases]
+        finished = [j for j in self._jobs.values() if j.state.finished and not j.leases]
         for old in finished[: max(0, len(finished) - self.settings.max_finished_jobs)]:
             self._jobs.pop(old.id, None)
             path = self._files.pop(old.id, None)
@@ -510,7 +507,7 @@ class RedisJobStore(JobStore):
         for job, values in zip(jobs, await self.redis.command("refresh jobs", read), strict=True):
             if values[0] is not None:
                 apply_view(job, list(values))
-                if job.status != "queued":
+                if job.state.status != "queued":
                     self._queued_here.pop(job.id, None)
 
     # -- leases -----------------------------------------------------------------------------
@@ -580,7 +577,7 @@ class RedisJobStore(JobStore):
                 self._tasks.spawn(self._check_cancel(job))
         elif op == "finished":
             handle = self._jobs.get(job_id)
-            if handle is not None and not handle.finished:
+            if handle is not None and not handle.state.finished:
                 self._tasks.spawn(self._refresh([handle]))
 
     def _notify_claimers(self) -> None:
@@ -621,11 +618,12 @@ class RedisJobStore(JobStore):
                 lambda: redis.zadd(self.keys.workers, {self.identity: now_ms + self.dead_ms}),
             )
         for job in list(self._running.values()):
+            ours = job.state
             reply = await self.redis.script(
                 "heartbeat",
                 f"heartbeat job {job.id}",
                 [self.keys.job(job.id), self.keys.active, self.keys.leases(job.id)],
-                [job.id, job.worker or "", job.attempt, self.dead_ms, repr(time.time())],
+                [job.id, ours.worker or "", ours.attempt, self.dead_ms, repr(time.time())],
             )
             state, cancel, job.watchers_elsewhere = text(reply[0]), reply[1], int(reply[2])
             if state == "missing":
@@ -640,11 +638,11 @@ class RedisJobStore(JobStore):
 
     async def _hold_leases(self) -> None:
         for job in list(self._jobs.values()):
-            if job.leases and not job.finished:
+            if job.leases and not job.state.finished:
                 await self._lease(job.id, self.lease_ms)
 
     async def _refresh_open(self) -> None:
-        await self._refresh([job for job in self._jobs.values() if not job.finished])
+        await self._refresh([job for job in self._jobs.values() if not job.state.finished])
 
     # -- restoring what Redis lost --------------------------------------------------------------
     async def _reconcile(self) -> None:
@@ -675,7 +673,7 @@ class RedisJobStore(JobStore):
         job = self._jobs.get(job_id)
         if job is None or job.pipeline_job is None:
             return
-        lease = self.identity if job.request_scoped else ""
+        lease = self.identity if job.spec.request_scoped else ""
         if "score" not in record:
             return  # not queued yet: its `submit` is still running and will queue it
         restored = await self.redis.script(

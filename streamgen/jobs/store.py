@@ -46,7 +46,7 @@ class Accept:
     offline: bool = True
 
     def takes(self, job: Job) -> bool:
-        return self.live if job.live else self.offline
+        return self.live if job.spec.live else self.offline
 
 
 ANY = Accept()
@@ -248,7 +248,7 @@ class MemoryJobStore(JobStore):
         return {job.video_path for job in self.jobs.values() if job.video_path is not None}
 
     async def enqueue(self, job: Job) -> None:
-        place = self._places.setdefault(job.id, (-job.priority, next(self._order), job.id))
+        place = self._places.setdefault(job.id, (-job.spec.priority, next(self._order), job.id))
         bisect.insort(self._queue, place)
         self._changed.set()
 
@@ -259,15 +259,15 @@ class MemoryJobStore(JobStore):
         return job
 
     async def counts(self) -> tuple[int, int]:
-        queued = sum(1 for job in self.jobs.values() if job.status == "queued")
-        running = sum(1 for job in self.jobs.values() if job.status == "running")
+        queued = sum(1 for job in self.jobs.values() if job.state.status == "queued")
+        running = sum(1 for job in self.jobs.values() if job.state.status == "running")
         return queued, running
 
     async def queued_here(self) -> list[Job]:
-        return [job for job in self.jobs.values() if job.status == "queued"]
+        return [job for job in self.jobs.values() if job.state.status == "queued"]
 
     async def page(self, after: str | None, limit: int, newest_first: bool) -> JobPage:
-        ids = [job_id for job_id, job in self.jobs.items() if job.listed]  # creation order
+        ids = [job_id for job_id, job in self.jobs.items() if job.spec.listed]  # creation order
         if newest_first:
             ids.reverse()
         start = 0
@@ -287,12 +287,12 @@ class MemoryJobStore(JobStore):
             job.video_path.unlink(missing_ok=True)
 
     async def cancel(self, job: Job, code: str, message: str) -> CancelOutcome:
-        if job.finished:
+        if job.state.finished:
             return "finished"
-        if job.status == "queued":
-            job.status = "cancelled"
-            job.error = cancel_error(code, message)
-            job.finished_at = time.time()
+        if job.state.status == "queued":
+            job.state.status = "cancelled"
+            job.state.error = cancel_error(code, message)
+            job.state.finished_at = time.time()
             return "queued"
         job.cancel_code, job.cancel_message = code, message
         job.cancel.set()
@@ -325,13 +325,13 @@ class MemoryJobStore(JobStore):
     def _take(self, accept: Accept) -> Job | None:
         for place in list(self._queue):
             job = self.jobs.get(place[2])
-            if job is None or job.status != "queued":
+            if job is None or job.state.status != "queued":
                 self._queue.remove(place)  # cancelled (or forgotten) while queued
                 continue
             if accept.takes(job):
                 self._queue.remove(place)
-                job.status, job.started_at = "running", time.time()
-                job.attempt += 1
+                job.state.status, job.state.started_at = "running", time.time()
+                job.state.attempt += 1
                 return job
         return None
 
@@ -340,10 +340,10 @@ class MemoryJobStore(JobStore):
         self._changed.set()  # wakes every waiting claim
 
     async def give_back(self, job: Job) -> bool:
-        if job.status != "running" or job.cancel.is_set():
+        if job.state.status != "running" or job.cancel.is_set():
             return False
-        job.status, job.started_at = "queued", None
-        job.attempt -= 1
+        job.state.status, job.state.started_at = "queued", None
+        job.state.attempt -= 1
         await self.enqueue(job)
         return True
 
@@ -356,7 +356,7 @@ class MemoryJobStore(JobStore):
     def _forget_old(self) -> None:
         """Forget the oldest finished jobs beyond `max_finished_jobs`, and beyond
         `max_jobs_dir_bytes` of video files."""
-        finished = [job for job in self.jobs.values() if job.finished]
+        finished = [job for job in self.jobs.values() if job.state.finished]
         excess = max(0, len(finished) - self.settings.max_finished_jobs)
         cap = self.settings.max_jobs_dir_bytes
         if cap > 0:

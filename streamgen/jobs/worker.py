@@ -162,7 +162,7 @@ class Worker:
                 [asyncio.create_task(j.done.wait()) for j in running], timeout=grace_s
             )
         for job in running:
-            if not job.finished:
+            if not job.state.finished:
                 # Shared store: hand the job back to the queue (another worker continues its
                 # log); in one process there is no other worker, so it ends.
                 job.cancel_code = HAND_BACK if self.store.shared else "shutting_down"
@@ -199,7 +199,7 @@ class Worker:
         job = await self.store.claim(accept, CLAIM_POLL_S, interrupt=self._claim_wake)
         if job is None:
             return
-        fits = not job.live or self._admits(job.request)
+        fits = not job.spec.live or self._admits(job.spec.request)
         if not fits and not self._stopping and not job.cancel.is_set():
             self._live_refused, self._refused_at = True, time.monotonic()
             self._refused_blind = not self.cost.known
@@ -217,7 +217,7 @@ class Worker:
         if self._live_refused and time.monotonic() - self._refused_at > REFUSAL_RETRY_S:
             self._live_refused = False  # estimates move: look at waiting streams again
         room = len(self.active) < self.concurrency and not self._stopping
-        live = sum(1 for a in self.active.values() if a.job.live)
+        live = sum(1 for a in self.active.values() if a.job.spec.live)
         # Kept for streams only where that leaves offline jobs a slot (a small worker, like
         # `--concurrency 2`, takes whatever comes).
         spare = self.concurrency - self.settings.max_live_streams
@@ -228,7 +228,7 @@ class Worker:
         )
 
     def _admits(self, request: ResolvedRequest) -> bool:
-        running = [live_load(a.job.request) for a in self.active.values() if a.job.live]
+        running = [live_load(a.job.spec.request) for a in self.active.values() if a.job.spec.live]
         return admits(
             running,
             live_load(request),
@@ -244,14 +244,14 @@ class Worker:
         now = time.time()
         loads = [load for load in await self._loads() if load.worker != self.name]
         start = estimated_start([*loads, self.load()], live=True, position=0, now=now)
-        known = job.estimated_start_at
+        known = job.state.estimated_start_at
         if start is not None and known is not None and abs(start - known) < QUEUE_NOTICE_MOVE_S:
             return
-        job.estimated_start_at = start
+        job.state.estimated_start_at = start
         wait_s = None if start is None else round(start - now, 3)
         try:
             if self.store.shared:
-                job.next_seq, ended = await log_tail(self.broker, job.id, job.last_seq)
+                job.state.next_seq, ended = await log_tail(self.broker, job.id, job.state.last_seq)
                 if ended:
                     return
             await publish(self.broker, job, QueuedPayload(0, start, wait_s))
@@ -276,7 +276,7 @@ class Worker:
                 await active.adopt(self.pipeline)
                 if active.skip:
                     log.info("job %s: attempt %d resumes after segment %d", job.id,
-                             job.attempt, active.skip - 1)  # fmt: skip
+                             job.state.attempt, active.skip - 1)  # fmt: skip
             active.open_file()
         except GenerationCancelled:
             self._finish(active, *active.cancelled_outcome())
@@ -338,7 +338,7 @@ class Worker:
             if not active.ready(MAX_ENCODING):
                 continue
             slack = active.deadline(buffer_s) - now
-            if active.job.live and slack > ahead_s and not active.catching_up:
+            if active.job.spec.live and slack > ahead_s and not active.catching_up:
                 resume.append(slack - ahead_s)
             else:
                 ready.append(active)
@@ -351,11 +351,11 @@ class Worker:
         candidates = [
             Candidate(
                 job_id=a.job.id,
-                tier="live" if a.job.live else ("watched" if a.job.watched else "offline"),
+                tier="live" if a.job.spec.live else ("watched" if a.job.watched else "offline"),
                 batch_key=self.pipeline.generator.batch_key(a.cursor.next_task()),
-                work_key=work_key(a.job.request),
+                work_key=work_key(a.job.spec.request),
                 deadline=a.deadline(buffer_s),
-                priority=a.job.priority,
+                priority=a.job.spec.priority,
                 video_seconds=a.cursor.seconds_emitted,
                 order=a.order,
                 waited_s=now - a.last_window,
@@ -404,7 +404,7 @@ class Worker:
                 tracing.end(span, error=None if error is None else error.code)
         seconds = time.perf_counter() - started
         if windows is not None:
-            self.cost.observe(work_key(batch[0].job.request), len(batch), seconds)
+            self.cost.observe(work_key(batch[0].job.spec.request), len(batch), seconds)
             if self._refused_blind:  # refused before anything was measured: look again
                 self._live_refused = self._refused_blind = False
                 self._claim_wake.set()
@@ -477,9 +477,9 @@ class Worker:
     ) -> None:
         segment = active.cursor.advance(window, seconds)
         active.encode(segment, self._changed, span)
-        active.job.realtime_factor = active.realtime_factor()
-        request = active.job.request
-        limit_s = active.job.cap_seconds or self.settings.max_unbounded_seconds
+        active.job.state.realtime_factor = active.realtime_factor()
+        request = active.job.spec.request
+        limit_s = active.job.spec.charge.cap_seconds or self.settings.max_unbounded_seconds
         endless = request.total_segments is None
         if active.cursor.done or (endless and 0 < limit_s <= active.cursor.seconds_emitted):
             self._finish(active, "completed", None)
@@ -524,7 +524,7 @@ class Worker:
     def load(self) -> WorkerLoad:
         """This worker's load now (see `WorkerLoad`)."""
         wall = time.time()
-        live = [a for a in self.active.values() if a.job.live]
+        live = [a for a in self.active.values() if a.job.spec.live]
         accept = self._accepts()
         finishes = [self._seconds_left(a) for a in self.active.values()]
         next_free = min(finishes, default=math.inf)
@@ -539,21 +539,25 @@ class Worker:
             accepts_offline=accept.offline,
             next_free_at=wall + next_free if math.isfinite(next_free) else None,
             utilization=utilization(
-                [live_load(a.job.request) for a in live], self.cost, self.settings.max_batch_size
+                [live_load(a.job.spec.request) for a in live],
+                self.cost,
+                self.settings.max_batch_size,
             ),
             streams=tuple(
-                StreamLoad(a.job.id, a.job.live, a.realtime_factor(), a.cursor.seconds_emitted)
+                StreamLoad(a.job.id, a.job.spec.live, a.realtime_factor(), a.cursor.seconds_emitted)
                 for a in self.active.values()
             ),
         )
 
     def _seconds_left(self, active: ActiveJob) -> float:
-        request = active.job.request
+        request = active.job.spec.request
         total = request.total_segments
         remaining = None if total is None else total - active.cursor.index
-        group = sum(1 for a in self.active.values() if work_key(a.job.request) == work_key(request))
+        group = sum(
+            1 for a in self.active.values() if work_key(a.job.spec.request) == work_key(request)
+        )
         batch_s = self.cost.estimate(work_key(request), min(group, self.settings.max_batch_size))
-        limit_s = active.job.cap_seconds or self.settings.max_unbounded_seconds
+        limit_s = active.job.spec.charge.cap_seconds or self.settings.max_unbounded_seconds
         if remaining is None and limit_s <= 0:
             return math.inf  # unbounded, with no cap
         left_s = max(0.0, limit_s - active.cursor.seconds_emitted)

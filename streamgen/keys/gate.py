@@ -221,10 +221,13 @@ class KeyGate:
         """A job ended: it no longer counts among its key's jobs, and the seconds it was
         charged but did not make go back to the key's quota of the day it was charged
         (once, however often the job is settled)."""
-        if job.key_id is None:
+        charge, fps = job.spec.charge, job.spec.request.fps
+        if charge.key_id is None:
             return
-        made = job.frames_done / job.request.fps if job.request.fps else 0.0
-        await self._give_back(job.key_id, job.id, job.charged_seconds - made, job.charged_day)
+        made = job.state.frames_done / fps if fps else 0.0
+        await self._give_back(
+            charge.key_id, job.id, charge.charged_seconds - made, charge.charged_day
+        )
 
     async def close(self) -> None:
         try:

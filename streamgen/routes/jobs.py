@@ -78,7 +78,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
     await state.manager.cancel(job)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(job.done.wait(), timeout=state.settings.graceful_timeout_seconds)
-    return jsonify(job_object(job)), 200 if job.finished else 202
+    return jsonify(job_object(job)), 200 if job.state.finished else 202
 
 
 @api_route(
@@ -146,7 +146,7 @@ def _events_format() -> str:
 async def job_video(job_id: str) -> Response:
     state = app_state()
     job = await visible_job(state, job_id)
-    if job.finished:
+    if job.state.finished:
         return await video_file_response(state, job)
     follower = await open_follower(state, job, 0)
     return live_mp4_response(follower)

@@ -75,6 +75,6 @@ async def visible_job(state: AppState, job_id: str) -> Job:
     open mode); another key's job is `JobNotFound`, as if it did not exist."""
     job = await state.manager.get(job_id)
     key = current_key()
-    if key is not None and job.key_id != key.id:
+    if key is not None and job.spec.charge.key_id != key.id:
         raise JobNotFound(job_id)
     return job

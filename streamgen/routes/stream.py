@@ -85,8 +85,8 @@ async def generate() -> Response:
         await job.done.wait()  # a client that goes away cancels this task, and so the job
     finally:
         manager.release(job)
-    if job.status != "completed":
-        raise job.error or ServiceError(f"job {job.id} ended {job.status}")
+    if job.state.status != "completed":
+        raise job.state.error or ServiceError(f"job {job.id} ended {job.state.status}")
     video_path = await manager.video_file(job)
     if params.response_format == "mp4":
         response = await send_file(video_path, mimetype=mp4.CONTENT_TYPE)
@@ -98,21 +98,21 @@ async def generate() -> Response:
         item["b64_json"] = base64.b64encode(data).decode("ascii")
     else:
         item["url"] = f"{request.host_url.rstrip('/')}/v1/jobs/{job.id}/video.mp4"
-    request_ = job.request
+    request_ = job.spec.request
     return jsonify(
         {
             "id": job.id,
             "object": "video.generation",
-            "created": int(job.created_at),
-            "completed": int(job.finished_at or time.time()),
-            "model": job.model,
+            "created": int(job.spec.created_at),
+            "completed": int(job.state.finished_at or time.time()),
+            "model": job.spec.model,
             "seed": request_.seed,
             "width": request_.width,
             "height": request_.height,
             "fps": request_.fps,
-            "total_segments": job.segments_done,
-            "total_frames": job.frames_done,
-            "duration": job.frames_done / request_.fps,
+            "total_segments": job.state.segments_done,
+            "total_frames": job.state.frames_done,
+            "duration": job.state.frames_done / request_.fps,
             "data": [item],
         }
     )

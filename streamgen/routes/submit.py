@@ -8,7 +8,7 @@ import asyncio
 
 from segment_pipeline import PipelineError
 from streamgen.errors import from_pipeline_error
-from streamgen.jobs import Job, new_job_id
+from streamgen.jobs import Job, KeyCharge, Submission, new_job_id
 from streamgen.protocol import GenerationParams, to_generation_request
 
 from .state import AppState, current_key
@@ -46,17 +46,21 @@ async def submit(
     try:
         return await manager.submit(
             resolved,
-            model=params.model,
-            priority=params.priority,
-            request_scoped=request_scoped,
-            live=live,
-            remixed_from=remixed_from,
-            listed=listed,
-            job_id=job_id,
-            key_id=None if key is None else key.id,
-            charged_seconds=charge.seconds,
-            charged_day=charge.day,
-            cap_seconds=charge.cap_seconds,
+            Submission(
+                model=params.model,
+                priority=params.priority,
+                request_scoped=request_scoped,
+                live=live,
+                remixed_from=remixed_from,
+                listed=listed,
+                job_id=job_id,
+                charge=KeyCharge(
+                    key_id=None if key is None else key.id,
+                    charged_seconds=charge.seconds,
+                    charged_day=charge.day,
+                    cap_seconds=charge.cap_seconds,
+                ),
+            ),
         )
     except BaseException:
         await gate.release(key, job_id, charge)

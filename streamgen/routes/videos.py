@@ -46,38 +46,38 @@ _STATUS = {
 
 def video_object(job: Job) -> dict[str, Any]:
     """The OpenAI-style video object of `job`."""
-    request = job.request
+    request = job.spec.request
     seconds = request.seconds
     return VideoObject(
         id=job.id,
-        status=_STATUS[job.status],  # type: ignore[arg-type]
+        status=_STATUS[job.state.status],  # type: ignore[arg-type]
         progress=_percent(job),
-        created_at=int(job.created_at),
-        completed_at=int(job.finished_at)
-        if job.status == "completed" and job.finished_at
+        created_at=int(job.spec.created_at),
+        completed_at=int(job.state.finished_at)
+        if job.state.status == "completed" and job.state.finished_at
         else None,
-        model=job.model,
+        model=job.spec.model,
         prompt=request.prompt,
         seconds="unbounded" if seconds is None else f"{seconds:g}",
         size=f"{request.width}x{request.height}",
-        error=error_body(job.error),
-        remixed_from_video_id=job.remixed_from,
+        error=error_body(job.state.error),
+        remixed_from_video_id=job.spec.remixed_from,
     ).model_dump()
 
 
 def _percent(job: Job) -> int:
-    if job.status == "completed":
+    if job.state.status == "completed":
         return 100
-    total = job.request.total_segments
+    total = job.spec.request.total_segments
     if not total:
         return 0
-    steps = job.request.num_inference_steps
+    steps = job.spec.request.num_inference_steps
     step = (
-        job.progress["step"]
-        if job.progress and job.progress["segment_index"] >= job.segments_done
+        job.state.progress["step"]
+        if job.state.progress and job.state.progress["segment_index"] >= job.state.segments_done
         else 0
     )
-    return min(99, int(100 * (job.segments_done * steps + step) / (total * steps)))
+    return min(99, int(100 * (job.state.segments_done * steps + step) / (total * steps)))
 
 
 # Params named by the generation request that the video API calls otherwise.
@@ -89,11 +89,11 @@ VARIANTS = ("video", "thumbnail", "spritesheet")
 def _poll_after_ms(job: Job) -> dict[str, str]:
     """How long a poller should wait: about one segment's making while the video is made
     (from the job's pace when known), nothing once it has ended."""
-    if job.finished:
+    if job.state.finished:
         return {}
-    req = job.request
+    req = job.spec.request
     segment_s = (req.segment_frames - req.overlap_frames) / req.fps
-    wait_s = segment_s / job.realtime_factor if job.realtime_factor else segment_s / 2
+    wait_s = segment_s / job.state.realtime_factor if job.state.realtime_factor else segment_s / 2
     return {"openai-poll-after-ms": str(int(min(5.0, max(0.25, wait_s)) * 1000))}
 
 
@@ -226,7 +226,7 @@ async def remix_video(video_id: str) -> Response:
 
 def remix_params(source: Job, prompt: str) -> GenerationParams:
     """`source`'s resolved settings and seed with `prompt` (its pictures are not kept)."""
-    req = source.request
+    req = source.spec.request
     return GenerationParams.model_validate(
         {
             "prompt": prompt,
@@ -266,12 +266,12 @@ async def video_content(video_id: str) -> Response:
             f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant"
         )
     job = await visible_job(state, video_id)
-    if job.status != "completed":
+    if job.state.status != "completed":
         raise Conflict(
-            f"video {job.id} is {_STATUS[job.status]}, not completed; while it runs, "
+            f"video {job.id} is {_STATUS[job.state.status]}, not completed; while it runs, "
             f"/v1/jobs/{job.id}/video.mp4 streams it live",
             param="video_id",
-            code="video_not_ready" if not job.finished else "video_failed",
+            code="video_not_ready" if not job.state.finished else "video_failed",
         )
     if variant == "video":
         return await video_file_response(state, job)

@@ -17,31 +17,31 @@ def error_body(error: ServiceError | None) -> ErrorBody | None:
 
 def job_object(job: Job) -> dict[str, Any]:
     """The JSON of `/v1/jobs/{id}`."""
-    request = job.request
+    request = job.spec.request
     base = f"/v1/jobs/{job.id}"
     return JobObject(
         id=job.id,
-        status=job.status,
-        model=job.model,
+        status=job.state.status,
+        model=job.spec.model,
         prompt=request.prompt,
-        priority=job.priority,
-        request_scoped=job.request_scoped,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
+        priority=job.spec.priority,
+        request_scoped=job.spec.request_scoped,
+        created_at=job.spec.created_at,
+        started_at=job.state.started_at,
+        finished_at=job.state.finished_at,
         width=request.width,
         height=request.height,
         fps=request.fps,
         seed=request.seed,
         total_segments=request.total_segments,
         total_frames=request.total_frames,
-        segments_done=job.segments_done,
-        frames_done=job.frames_done,
-        progress=job.progress,
-        last_seq=job.last_seq,
-        error=error_body(job.error),
+        segments_done=job.state.segments_done,
+        frames_done=job.state.frames_done,
+        progress=job.state.progress,
+        last_seq=job.state.last_seq,
+        error=error_body(job.state.error),
         links=JobLinks(self=base, events=f"{base}/events", video=f"{base}/video.mp4"),
-        live=job.live,
-        realtime_factor=job.realtime_factor,
-        estimated_start_at=job.estimated_start_at if job.status == "queued" else None,
+        live=job.spec.live,
+        realtime_factor=job.state.realtime_factor,
+        estimated_start_at=job.state.estimated_start_at if job.state.status == "queued" else None,
     ).model_dump()

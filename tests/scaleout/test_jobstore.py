@@ -1,6 +1,6 @@
-"""`RedisJobStore` in this process on a private redis-server (no model, no HTTP): the queue's
-order, atomic claims by competing workers, the reaper, fencing of a worker that lost its
-job, and the request's round trip through Redis."""
+"""`RedisJobStore` in this process on a private redis-server (no model, no HTTP): atomic
+claims by competing workers, the reaper, fencing of a worker that lost its job, and a claim
+that keeps the whole spec. What every store does alike is in `jobstore_contract`."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
-import numpy as np
 import pytest
 
 from segment_pipeline import ResolvedRequest
 from streamgen.broker import RedisBroker
 from streamgen.config import Settings
 from streamgen.events import StartPayload
-from streamgen.jobs import Job, RedisJobStore, publish
-from streamgen.jobs.codec import pack_request, unpack_request
+from streamgen.jobs import Job, JobSpec, KeyCharge, RedisJobStore, publish
 from tests.redis_server import RedisServer, running_redis
 
 pytestmark = pytest.mark.redis
@@ -60,39 +58,29 @@ async def store(
 
 
 async def queue(jobs: RedisJobStore, priority: int, **fields: object) -> Job:
-    job = Job(
+    spec = JobSpec(
         id="job_" + secrets.token_hex(6), request=REQUEST, model="m", priority=priority,
         request_scoped=False, **fields,  # type: ignore[arg-type]
     )  # fmt: skip
+    job = Job(spec)
     await jobs.create(job)
     await publish(jobs.broker, job, START)
     await jobs.enqueue(job)
     return job
 
 
-def test_claims_take_priority_order_fifo_within_and_never_twice(
-    redis_server: RedisServer,
-) -> None:
+def test_competing_workers_take_every_job_exactly_once(redis_server: RedisServer) -> None:
     async def main() -> None:
         async with (
             store(redis_server.url, "api") as api,
             store(redis_server.url, "w1") as w1,
             store(redis_server.url, "w2") as w2,
         ):
-            priorities = [0, 5, 0, -3, 5, 100, 0, -100]
-            queued = [await queue(api, p) for p in priorities]
-            assert (await api.counts())[0] == len(priorities)
-            in_order = [await w1.claim() for _ in priorities]
-            expected = sorted(queued, key=lambda job: -job.priority)  # stable: FIFO within
-            assert [job.id for job in in_order if job] == [job.id for job in expected]
-            assert (await api.counts()) == (0, len(priorities))
-
-            # Workers competing for the same queue: every job is taken exactly once.
             queued = [await queue(api, p % 3) for p in range(12)]
             claims = await asyncio.gather(*(ws.claim() for ws in [w1, w2] * 6))
             claimed = [job.id for job in claims if job is not None]
             assert sorted(claimed) == sorted(job.id for job in queued), "a job taken twice"
-            assert {job.worker for job in claims if job} == {"w1", "w2"}
+            assert {job.state.worker for job in claims if job} == {"w1", "w2"}
 
     asyncio.run(main())
 
@@ -107,17 +95,17 @@ def test_a_silent_worker_loses_its_job_and_cannot_write_it_any_more(
                 taken = await dead.claim()
                 assert taken is not None and taken.id == job.id
                 dead._keeper.cancel()  # type: ignore[union-attr]  # it stops heartbeating
-                state = await api.get(job.id)
-                assert state.status == "running" and state.worker == "dead"
-                await asyncio.wait_for(state.done.wait(), 10)  # the api's reaper ends it
-                assert state.status == "failed" and state.error is not None
-                assert state.error.code == "worker_lost"
+                seen = await api.get(job.id)
+                assert seen.state.status == "running" and seen.state.worker == "dead"
+                await asyncio.wait_for(seen.done.wait(), 10)  # the api's reaper ends it
+                assert seen.state.status == "failed" and seen.state.error is not None
+                assert seen.state.error.code == "worker_lost"
                 events = await api.broker.backlog(job.id)
                 assert [e.type for e in events] == ["start", "error"]
                 assert events[-1].data["code"] == "worker_lost"
-                taken.segments_done = 3
+                taken.state.segments_done = 3
                 assert not await dead.record(taken), "a lost job was written"
-                assert (await api.get(job.id)).segments_done == 0
+                assert (await api.get(job.id)).state.segments_done == 0
 
     asyncio.run(main())
 
@@ -129,44 +117,37 @@ def test_a_retried_job_goes_back_to_the_queue_once(redis_server: RedisServer) ->
             for attempt in (1, 2):
                 async with store(redis_server.url, f"w{attempt}") as worker:
                     taken = await worker.claim()
-                    assert taken is not None and taken.attempt == attempt
+                    assert taken is not None and taken.state.attempt == attempt
                     worker._keeper.cancel()  # type: ignore[union-attr]
-                    state = await api.get(job.id)
+                    seen = await api.get(job.id)
                     if attempt == 1:
 
                         async def requeued() -> None:
-                            while (await api.get(job.id)).status != "queued":
+                            while (await api.get(job.id)).state.status != "queued":
                                 await asyncio.sleep(0.05)  # polling under wait_for's deadline
 
                         await asyncio.wait_for(requeued(), 10)
                     else:
-                        await asyncio.wait_for(state.done.wait(), 10)
-                        assert state.status == "failed" and state.attempt == 2
+                        await asyncio.wait_for(seen.done.wait(), 10)
+                        assert seen.state.status == "failed" and seen.state.attempt == 2
 
     asyncio.run(main())
 
 
-def test_a_request_and_its_pixels_survive_the_round_trip() -> None:
-    image = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
-    request = ResolvedRequest(**{**REQUEST.__dict__, "reference_image": image})
-    back = unpack_request(pack_request(request))
-    assert back == request  # arrays are not compared by the dataclass
-    assert back.reference_image is not None and np.array_equal(back.reference_image, image)
-    assert unpack_request(pack_request(request, arrays=False)).reference_image is None
+def test_a_claimed_job_keeps_what_was_asked(redis_server: RedisServer) -> None:
+    """What the worker takes is the whole spec: a remix's origin, its listing, its trace
+    context and its key's charge (the claim path once dropped some of them)."""
+    charge = KeyCharge("key_abc", 12.5, 20_000, 30.25)
 
-
-def test_a_stopping_worker_gives_its_job_back_uncounted(redis_server: RedisServer) -> None:
     async def main() -> None:
-        async with store(redis_server.url, "api") as api:
-            job = await queue(api, 0)
-            async with store(redis_server.url, "leaving") as leaving:
-                taken = await leaving.claim()
-                assert taken is not None and taken.attempt == 1
-                await leaving.give_back(taken)
-                assert (await api.get(job.id)).status == "queued"
-            async with store(redis_server.url, "next") as next_worker:
-                again = await next_worker.claim()
-                assert again is not None and again.id == job.id
-                assert again.attempt == 1, "a hand-back must not use up the job's attempts"
+        async with store(redis_server.url, "api") as api, store(redis_server.url, "w") as w:
+            job = await queue(
+                api, 3, remixed_from="job_origin", listed=True, live=True, charge=charge,
+                traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )  # fmt: skip
+            taken = await w.claim()
+            assert taken is not None and taken.spec == job.spec
+            assert taken.spec.remixed_from == "job_origin" and taken.spec.listed
+            assert taken.state.status == "running" and taken.state.worker == "w"
 
     asyncio.run(main())

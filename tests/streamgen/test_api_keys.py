@@ -190,7 +190,7 @@ def test_unfinished_jobs_and_daily_seconds_are_counted_and_given_back(
             made = ended["frames_done"] / 8.0  # fps 8
             # settled: the unused seconds went back (the hook runs right after settling)
             store = server.app.extensions["streamgen"].runtime.store
-            day = server.call(lambda: store.get(job_id)).charged_day
+            day = server.call(lambda: store.get(job_id)).spec.charge.charged_day
             assert day == utc_day(ended["created_at"])
             used = await poll(lambda: _used_if_refunded(server, gate, key["id"], day))
             assert used == pytest.approx(made, abs=1e-6) and 0 < made < 100

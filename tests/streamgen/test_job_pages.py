@@ -15,7 +15,7 @@ import pytest
 from streamgen.broker import MemoryBroker
 from streamgen.config import Settings
 from streamgen.errors import JobNotFound
-from streamgen.jobs import Job, JobStore, MemoryJobStore, RedisJobStore
+from streamgen.jobs import Job, JobSpec, JobStore, MemoryJobStore, RedisJobStore
 from tests.redis_server import RedisServer, running_redis
 from tests.scaleout.test_jobstore import REQUEST, store
 
@@ -38,10 +38,11 @@ async def open_store(kind: str, redis_server: RedisServer | None) -> AsyncIterat
 
 
 def _job(video_path: Path | None = None, *, listed: bool = True) -> Job:
-    return Job(
+    spec = JobSpec(
         id="job_" + secrets.token_hex(6), request=REQUEST, model="m", priority=0,
-        request_scoped=False, video_path=video_path, listed=listed,
+        request_scoped=False, listed=listed,
     )  # fmt: skip
+    return Job(spec, video_path=video_path)
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

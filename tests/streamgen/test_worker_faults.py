@@ -12,6 +12,7 @@ from segment_pipeline import GenerationRequest, ResolvedRequest
 from segment_pipeline.generator import StepCallback
 from streamgen.broker.base import Event
 from streamgen.config import Settings
+from streamgen.jobs import Submission
 from streamgen.runtime import open_runtime
 from tests.segment_pipeline.pattern import PatternGenerator
 
@@ -59,10 +60,10 @@ async def run_two(generator: PatternGenerator) -> tuple[list[Event], list[Event]
         assert manager is not None
         request = {"num_frames": 40, "fps": 8}
         broken = await manager.submit(
-            GenerationRequest(prompt="broken", **request), request_scoped=False
+            GenerationRequest(prompt="broken", **request), Submission(request_scoped=False)
         )
         fine = await manager.submit(
-            GenerationRequest(prompt="fine", **request), request_scoped=False
+            GenerationRequest(prompt="fine", **request), Submission(request_scoped=False)
         )
         return await asyncio.wait_for(
             asyncio.gather(log_of(runtime, broken.id), log_of(runtime, fine.id)), 60
