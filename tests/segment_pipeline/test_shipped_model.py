@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from segment_pipeline.backends.embedded import EmbeddedGenerator
-from segment_pipeline.embedded_model import ATTRIBUTES
+from segment_pipeline.embedded_vocabulary import ATTRIBUTES
 from segment_pipeline.errors import InvalidRequest
 from segment_pipeline.request import GenerationRequest
-from segment_pipeline.train import attribute_labels
-from segment_pipeline.world import (
+from segment_pipeline.training.train import attribute_labels
+from segment_pipeline.training.world import (
     SceneSpec,
     WorldConfig,
     heading,
