@@ -4,7 +4,7 @@
 
 Every video is generated through the `SegmentedGenerator` API (`EmbeddedGenerator`),
 encoded to fragmented MP4 (`FragmentedMP4Encoder`), decoded back with PyAV, and measured
-frame by frame with `segment_pipeline.world.observe`. Prompts come from the held-out
+frame by frame with `segment_pipeline.training.world.observe`. Prompts come from the held-out
 templates only (sentence forms the model never saw in training). Measured:
 
 - colour / shape / background: the majority over a clip's frames matches the prompt;
@@ -37,15 +37,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segment_pipeline.backends.embedded import EmbeddedGenerator
+from segment_pipeline.embedded_vocabulary import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 from segment_pipeline.encoder import FragmentedMP4Encoder
 from segment_pipeline.generator import SegmentedGenerator
 from segment_pipeline.request import GenerationRequest
-from segment_pipeline.world import (
-    BACKGROUNDS,
-    COLOURS,
-    DIRECTIONS,
+from segment_pipeline.training.world import (
     HEADINGS,
-    SHAPES,
     Observation,
     SceneSpec,
     WorldConfig,

@@ -34,39 +34,10 @@ from diffusers import DDIMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .embedded_vocabulary import ATTRIBUTES, PAD, UNK, VOCABULARY
 from .errors import ModelLoadError
-from .world import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "streamgen-tiny"
-
-PAD, UNK = "<pad>", "<unk>"
-
-# The words of the world the default model is trained on, plus common filler. Any other
-# word reads as <unk>.
-VOCABULARY = [
-    PAD, UNK,
-    # shapes
-    "circle", "ball", "disc", "disk", "dot", "square", "box", "block", "triangle",
-    # colours
-    "red", "green", "blue", "yellow", "white", "orange", "purple", "violet", "cyan",
-    "black", "dark", "gray", "grey", "navy",
-    # motion
-    "moving", "moves", "move", "drifting", "drifts", "sliding", "slides", "going", "goes",
-    "heading", "heads", "rising", "rises", "falling", "falls", "left", "right", "up", "down",
-    "still", "resting", "rests", "standing", "stands", "not", "static", "stationary",
-    # filler
-    "a", "an", "the", "on", "in", "of", "to", "towards", "toward", "background", "slowly",
-    "please", "with", "and", "is", "that", "which", "over", "across", "frame", "screen",
-]  # fmt: skip
-
-# What the text encoder's auxiliary heads classify, and the class order of each (training
-# only; see `segment_pipeline.train`).
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "shape": SHAPES,
-    "colour": tuple(COLOURS),
-    "background": tuple(BACKGROUNDS),
-    "direction": DIRECTIONS,
-}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
     nice -n 10 python bench/diagnose/first_windows.py --model /tmp/probe_first/model \
         --parts windows,loss --out /tmp/probe_first/results.json
 
-Everything else is `segment_pipeline.train`'s recipe (same batches, same loss); the frame
+Everything else is `segment_pipeline.training.train`'s recipe (same batches, same loss); the frame
 decoder is not trained. Options:
 
 - --coords: give the denoiser its absolute position: two extra input planes (x and y ramps
@@ -34,7 +34,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import segment_pipeline.train as train_mod  # noqa: E402
+import segment_pipeline.training.train as train_mod  # noqa: E402
 from segment_pipeline.embedded_model import DEFAULT_MODEL_DIR, TinyVideoDiffusion  # noqa: E402
 
 

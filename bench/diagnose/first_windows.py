@@ -23,8 +23,8 @@ Parts (each prints a markdown table; all numbers also go to --out as JSON):
 - recipe:   numbers of the training recipe (first windows per batch, SNR and loss weight per
             timestep, text vector against timestep embedding norms).
 
-Frames are measured with `segment_pipeline.world.observe` on the decoded frames (not through
-fMP4, which changes nothing measurable at this size). torch runs on one thread.
+Frames are measured with `segment_pipeline.training.world.observe` on the decoded frames (not
+through fMP4, which changes nothing measurable at this size). torch runs on one thread.
 """
 
 from __future__ import annotations
@@ -43,15 +43,18 @@ sys.path.insert(0, str(ROOT))
 
 from segment_pipeline.backends.embedded import EmbeddedGenerator, window_seed  # noqa: E402
 from segment_pipeline.embedded_model import TinyVideoDiffusion  # noqa: E402
-from segment_pipeline.generator import WindowTask  # noqa: E402
-from segment_pipeline.request import GenerationRequest  # noqa: E402
-from segment_pipeline.train import TrainConfig, draw_given_count  # noqa: E402
-from segment_pipeline.world import (  # noqa: E402
+from segment_pipeline.embedded_vocabulary import (  # noqa: E402
     BACKGROUNDS,
     COLOURS,
     DIRECTIONS,
-    HEADINGS,
     SHAPES,
+)
+from segment_pipeline.generator import WindowTask  # noqa: E402
+from segment_pipeline.request import GenerationRequest  # noqa: E402
+from segment_pipeline.training.train import TrainConfig, draw_given_count  # noqa: E402
+from segment_pipeline.training.world import (  # noqa: E402
+    BACKGROUND_RGB,
+    HEADINGS,
     SceneSpec,
     WorldConfig,
     heading,
@@ -413,7 +416,7 @@ def part_loss(model, args, results):
                 offset = int(rng.integers(0, period)) if n_given else 0
                 clip = make_clip(spec, rng, FRAMES, WORLD, offset=offset)
                 frames.append(clip.frames)
-                objects.append(np.any(clip.frames != BACKGROUNDS[spec.background], axis=-1))
+                objects.append(np.any(clip.frames != BACKGROUND_RGB[spec.background], axis=-1))
                 state = rng.bit_generator.state
                 right.append(make_prompt(spec, rng, held_out=True))
                 rng.bit_generator.state = state  # same sentence form and synonyms
@@ -619,7 +622,7 @@ def part_oracle(model, args, results):
             spec = SceneSpec(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))),
                              str(rng.choice(list(BACKGROUNDS))), d)  # fmt: skip
             x, fr = low_clips(spec, 1)
-            obj = np.any(fr != BACKGROUNDS[spec.background], axis=-1)
+            obj = np.any(fr != BACKGROUND_RGB[spec.background], axis=-1)
             objl = model.to_low(torch.from_numpy(obj).float()[:, :, None].expand(-1, -1, 3, -1, -1))
             w = 1 + 4.0 * (objl > 0).float()
             means = {

@@ -1,7 +1,8 @@
 """The shipped weights of the embedded default model have learned its world.
 
 These check each learned part on its own (the frame decoder, the text encoder) and then the
-whole model through the generator, on prompts in the held-out sentence forms.
+whole model through the generator, on prompts in the held-out sentence forms; a pinned
+slice of one small generation catches any change in what the model generates.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import pytest
 import torch
 
 from segment_pipeline.backends.embedded import EmbeddedGenerator
-from segment_pipeline.embedded_model import ATTRIBUTES
+from segment_pipeline.embedded_vocabulary import ATTRIBUTES
 from segment_pipeline.errors import InvalidRequest
 from segment_pipeline.request import GenerationRequest
-from segment_pipeline.train import attribute_labels
-from segment_pipeline.world import (
+from segment_pipeline.training.train import attribute_labels
+from segment_pipeline.training.world import (
     SceneSpec,
     WorldConfig,
     heading,
@@ -117,3 +118,32 @@ def test_requests_past_the_models_own_caps_are_refused(
     assert refused.value.param == param and "embedded model" in refused.value.message
     generator.resolve(GenerationRequest("a red ball", seconds=1.0, width=512, height=512,
                                         num_inference_steps=50))  # fmt: skip
+
+
+# The red channel along row 32 (every 8th column, through the square) of the first and the
+# last frame of `test_the_shipped_weights_generate_the_pinned_pixels`'s video, generated
+# with these weights on the CPU.
+PINNED_FIRST = [4, 4, 11, 149, 109, 33, 12, 8]
+PINNED_LAST = [2, 1, 6, 31, 91, 20, 5, 1]
+# Measured: reruns agree exactly; 1 vs 2 torch threads move a pixel of the video by at
+# most 1 level. A real change moves some pinned pixel by 15 or more: seed 8 (26 levels),
+# 3 steps instead of 2 (18), "left" for "right" (115), overlap 2 for 4 (82, last frame),
+# guidance 2 (62).
+PIXEL_TOLERANCE = 3
+
+
+def test_the_shipped_weights_generate_the_pinned_pixels(generator: EmbeddedGenerator) -> None:
+    """A fixed seed and a small request (64x64, 16 frames in two windows, so the second is
+    conditioned on the first's overlap; 2 steps) give the pinned pixels: a change to the
+    weights, the sampler, the conditioning or the decoding shows here."""
+    request = generator.resolve(
+        GenerationRequest("a red square moving right on a navy background", seed=7,
+                          width=64, height=64, num_frames=16, num_inference_steps=2)
+    )  # fmt: skip
+    segments = list(generator.segments(request))
+    assert len(segments) == 2
+    frames = np.concatenate([segment.frames for segment in segments]).astype(np.int64)
+    assert frames.shape == (16, 64, 64, 3)
+    first, last = frames[0, 32, ::8, 0], frames[-1, 32, ::8, 0]
+    assert np.abs(first - PINNED_FIRST).max() <= PIXEL_TOLERANCE, first.tolist()
+    assert np.abs(last - PINNED_LAST).max() <= PIXEL_TOLERANCE, last.tolist()

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from segment_pipeline.embedded_model import ATTRIBUTES, TinyVideoDiffusion
-from segment_pipeline.train import TrainConfig, Trainer, draw_given_count, main, make_batch
+from segment_pipeline.embedded_model import TinyVideoDiffusion
+from segment_pipeline.embedded_vocabulary import ATTRIBUTES
+from segment_pipeline.training.train import TrainConfig, Trainer, draw_given_count, main, make_batch
 
-from .tiny_model import TINY
+from ..tiny_model import TINY
 
 TRAIN = TrainConfig(steps=3, batch_size=2, warmup_steps=1, seed=7)
 
@@ -112,7 +113,7 @@ def test_position_planes_start_as_the_model_they_grow_from(tmp_path: Path) -> No
 
 
 def test_first_windows_can_train_at_the_top_of_the_schedule() -> None:
-    from segment_pipeline.train import _first_window_timesteps
+    from segment_pipeline.training.train import _first_window_timesteps
 
     train = TrainConfig(top_t_share=0.5, t999_share=0.2, top_t_from=900)
     t = torch.zeros(4000, dtype=torch.long)
@@ -128,7 +129,7 @@ def test_first_windows_can_train_at_the_top_of_the_schedule() -> None:
 
 
 def test_seam_frames_can_weigh_more() -> None:
-    from segment_pipeline.train import _seam_weights
+    from segment_pipeline.training.train import _seam_weights
 
     weights = _seam_weights(torch.tensor([0, 1, 4, 10]), 12, TrainConfig(seam_weight=2.0))
     per_frame = weights[:, ::3, 0, 0]
@@ -138,7 +139,7 @@ def test_seam_frames_can_weigh_more() -> None:
 
 
 def test_decoder_fine_tune_changes_only_the_decoder_and_resumes(tmp_path: Path) -> None:
-    from segment_pipeline.train_decoder import DecoderTrainConfig, run
+    from segment_pipeline.training.train_decoder import DecoderTrainConfig, run
 
     Trainer(tmp_path / "base", TRAIN, TINY).run()
     base = TinyVideoDiffusion.load(tmp_path / "base" / "model")

@@ -10,6 +10,9 @@ Everything is exact: `Clip.centres` is the object's centre in every frame (pixel
 and the held-out templates (`HELD_OUT_TEMPLATES`, for evaluation only) share the words of the
 world but not their sentence forms. `parse_prompt` reads any sentence back into what it says
 about the world; words it does not know are ignored.
+
+The names and words are the model's vocabulary (`segment_pipeline.embedded_vocabulary`, all
+that serving needs); this module adds what renders and measures them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SHAPES = ("circle", "square", "triangle")
-COLOURS: dict[str, tuple[int, int, int]] = {
+from ..embedded_vocabulary import (
+    BACKGROUND_WORDS,
+    BACKGROUNDS,
+    COLOUR_WORDS,
+    COLOURS,
+    DIRECTION_WORDS,
+    DIRECTIONS,
+    SHAPE_WORDS,
+    SHAPES,
+)
+
+# Each colour's RGB value: what the world renders for a name of the vocabulary.
+COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (230, 30, 30),
     "green": (40, 200, 40),
     "blue": (40, 90, 255),
@@ -30,12 +44,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (160, 50, 220),
     "cyan": (30, 220, 230),
 }
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+BACKGROUND_RGB: dict[str, tuple[int, int, int]] = {
     "black": (0, 0, 0),
     "gray": (128, 128, 128),
     "navy": (0, 0, 128),
 }
-DIRECTIONS = ("left", "right", "up", "down", "still")
 # Unit heading of each direction in image coordinates (x right, y down).
 HEADINGS: dict[str, tuple[float, float]] = {
     "left": (-1.0, 0.0),
@@ -44,26 +57,6 @@ HEADINGS: dict[str, tuple[float, float]] = {
     "down": (0.0, 1.0),
     "still": (0.0, 0.0),
 }
-
-# Words of the world and what they name.
-SHAPE_WORDS = {
-    "circle": "circle", "ball": "circle", "disc": "circle", "disk": "circle", "dot": "circle",
-    "square": "square", "box": "square", "block": "square", "triangle": "triangle",
-}  # fmt: skip
-COLOUR_WORDS = {name: name for name in COLOURS} | {"violet": "purple"}
-BACKGROUND_WORDS = {
-    "black": "black",
-    "dark": "black",
-    "gray": "gray",
-    "grey": "gray",
-    "navy": "navy",
-}
-DIRECTION_WORDS = {
-    "left": "left", "right": "right", "up": "up", "down": "down",
-    "rising": "up", "rises": "up", "falling": "down", "falls": "down",
-    "still": "still", "resting": "still", "rests": "still", "static": "still",
-    "stationary": "still",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,8 +92,8 @@ class SceneSpec:
     def __post_init__(self) -> None:
         for param, value, allowed in (
             ("shape", self.shape, SHAPES),
-            ("colour", self.colour, tuple(COLOURS)),
-            ("background", self.background, tuple(BACKGROUNDS)),
+            ("colour", self.colour, COLOURS),
+            ("background", self.background, BACKGROUNDS),
             ("direction", self.direction, DIRECTIONS),
         ):
             if value not in allowed:
@@ -120,8 +113,8 @@ def sample_spec(rng: np.random.Generator) -> SceneSpec:
     """A uniformly random scene."""
     return SceneSpec(
         shape=str(rng.choice(SHAPES)),
-        colour=str(rng.choice(list(COLOURS))),
-        background=str(rng.choice(list(BACKGROUNDS))),
+        colour=str(rng.choice(COLOURS)),
+        background=str(rng.choice(BACKGROUNDS)),
         direction=str(rng.choice(DIRECTIONS)),
     )
 
@@ -191,8 +184,8 @@ def render(spec: SceneSpec, centres: np.ndarray, config: WorldConfig) -> np.ndar
     """Frames (T, H, W, 3) uint8 with the object at `centres` (T, 2)."""
     masks = object_masks(spec.shape, centres, config)
     frames = np.empty((*masks.shape, 3), dtype=np.uint8)
-    frames[:] = np.array(BACKGROUNDS[spec.background], dtype=np.uint8)
-    frames[masks] = np.array(COLOURS[spec.colour], dtype=np.uint8)
+    frames[:] = np.array(BACKGROUND_RGB[spec.background], dtype=np.uint8)
+    frames[masks] = np.array(COLOUR_RGB[spec.colour], dtype=np.uint8)
     return frames
 
 
@@ -363,7 +356,7 @@ def observe(frame: np.ndarray, config: WorldConfig | None = None) -> Observation
     pixels = frame.astype(np.float64)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background_colour = np.median(border, axis=0)
-    background = _nearest(background_colour, BACKGROUNDS)
+    background = _nearest(background_colour, BACKGROUND_RGB)
     raw = np.linalg.norm(pixels - background_colour, axis=-1) > 60
     core = _open(raw)
     smallest_area = 0.5 * config.object_size**2  # a triangle's
@@ -379,7 +372,7 @@ def observe(frame: np.ndarray, config: WorldConfig | None = None) -> Observation
         max(0, core_cols[0] - margin) : core_cols[-1] + 1 + margin,
     ] = True
     mask = raw & near
-    colour = _nearest(np.median(pixels[mask], axis=0), COLOURS)
+    colour = _nearest(np.median(pixels[mask], axis=0), COLOUR_RGB)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1

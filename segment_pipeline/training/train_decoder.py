@@ -1,7 +1,7 @@
 """Fine-tune the embedded model's frame decoder alone; every other weight stays as it is.
 
-    python -m segment_pipeline.train_decoder --init-from DIR --out runs/decoder --steps 1500
-        [--resume] [--max-minutes M]
+    python -m segment_pipeline.training.train_decoder --init-from DIR --out runs/decoder
+        --steps 1500 [--resume] [--max-minutes M]
 
 The decoder turns the denoiser's area-averaged frames back into full ones. Trained with the
 rest of the model on a mean squared error, it learns soft edges wherever area averaging left
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embedded_model import FrameDecoder, TinyVideoDiffusion
-from .world import BACKGROUNDS, WorldConfig, make_clip, sample_spec
+from ..embedded_model import FrameDecoder, TinyVideoDiffusion
+from .world import BACKGROUND_RGB, WorldConfig, make_clip, sample_spec
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def decoder_batch(
         clip = make_clip(spec, rng, 4, world, anywhere=True)
         for frame in clip.frames:
             frames.append(frame)
-            objects.append(np.any(frame != BACKGROUNDS[spec.background], axis=-1))
+            objects.append(np.any(frame != BACKGROUND_RGB[spec.background], axis=-1))
     pixels = torch.from_numpy(np.stack(frames[:count])).permute(0, 3, 1, 2).float() / 127.5 - 1
     masks = torch.from_numpy(np.stack(objects[:count]))[:, None].float()
     return pixels, masks

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from bench.quality import drift_fraction, encode_decode, score_clip, seam_moves
-from segment_pipeline.embedded_model import UNK, initial_model
-from segment_pipeline.world import (
-    BACKGROUNDS,
-    COLOURS,
-    DIRECTIONS,
+from segment_pipeline.embedded_model import initial_model
+from segment_pipeline.embedded_vocabulary import BACKGROUNDS, COLOURS, DIRECTIONS, SHAPES, UNK
+from segment_pipeline.training.world import (
+    BACKGROUND_RGB,
+    COLOUR_RGB,
     HELD_OUT_TEMPLATES,
-    SHAPES,
     TRAIN_TEMPLATES,
     SceneSpec,
     WorldConfig,
@@ -27,9 +26,15 @@ from segment_pipeline.world import (
     trajectory,
 )
 
-from .tiny_model import TINY
+from ..tiny_model import TINY
 
 WORLD = WorldConfig()
+
+
+def test_the_world_paints_every_name_of_the_vocabulary_and_no_other() -> None:
+    # The world renders the names the model's heads classify, in their class order.
+    assert tuple(COLOUR_RGB) == COLOURS
+    assert tuple(BACKGROUND_RGB) == BACKGROUNDS
 
 
 def test_object_is_where_and_what_the_clip_says() -> None:
@@ -38,8 +43,8 @@ def test_object_is_where_and_what_the_clip_says() -> None:
         spec = sample_spec(rng)
         clip = make_clip(spec, rng, 12, offset=int(rng.integers(0, 100)))
         for frame, (x, y) in zip(clip.frames, clip.centres, strict=True):
-            assert tuple(frame[int(y), int(x)]) == COLOURS[spec.colour]
-            assert tuple(frame[0, 64]) in (BACKGROUNDS[spec.background], COLOURS[spec.colour])
+            assert tuple(frame[int(y), int(x)]) == COLOUR_RGB[spec.colour]
+            assert tuple(frame[0, 64]) in (BACKGROUND_RGB[spec.background], COLOUR_RGB[spec.colour])
             seen = observe(frame)
             assert (seen.colour, seen.shape, seen.background) == (
                 spec.colour,

@@ -1,6 +1,7 @@
-"""Train the embedded default model on the procedural world (`segment_pipeline.world`).
+"""Train the embedded default model on the procedural world (`training.world`).
 
-    python -m segment_pipeline.train --out runs/tiny --steps 5000 [--device cuda] [--resume]
+    python -m segment_pipeline.training.train --out runs/tiny --steps 5000
+        [--device cuda] [--resume]
 
 Each example is one window of `config.frames` frames, fed exactly as
 `backends.embedded.EmbeddedGenerator.generate_window` feeds it at inference: the noisy
@@ -46,14 +47,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embedded_model import (
-    ATTRIBUTES,
+from ..embedded_model import (
     ModelConfig,
     TinyVideoDiffusion,
     initial_model,
     with_position_planes,
 )
-from .world import BACKGROUNDS, SceneSpec, WorldConfig, make_clip, make_prompt, sample_spec
+from ..embedded_vocabulary import ATTRIBUTES
+from .world import BACKGROUND_RGB, SceneSpec, WorldConfig, make_clip, make_prompt, sample_spec
 
 # Words no prompt of the world needs; sprinkled into training prompts (they read as <unk>)
 # so that the model learns to ignore words it does not know.
@@ -147,7 +148,7 @@ def make_batch(
         offset = int(rng.integers(0, period)) if given >= 2 else 0
         clip = make_clip(spec, rng, model_config.frames, world, offset=offset, anywhere=given == 1)
         frames.append(clip.frames)
-        objects.append(np.any(clip.frames != BACKGROUNDS[spec.background], axis=-1))
+        objects.append(np.any(clip.frames != BACKGROUND_RGB[spec.background], axis=-1))
         counts.append(given)
         prompt = make_prompt(spec, rng)
         dropped = rng.random() < train.text_drop
