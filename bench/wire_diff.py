@@ -6,8 +6,7 @@ sends both the same seeded requests: `/generate-stream` (SSE), `/generate-stream
 a 422, and a WebSocket generate. Values that differ from run to run are masked first: job
 ids, publish times, wall seconds spent (`generate_seconds`, `encode_seconds`), and the job
 object's id, times and real-time factor. Then each body is compared. For a refactor: check out
-the old commit
-with `git worktree add /tmp/before <commit>`, then
+the old commit with `git worktree add /tmp/before <commit>`, then
 
     python bench/wire_diff.py /tmp/before .
 """
