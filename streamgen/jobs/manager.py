@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from segment_pipeline import GenerationRequest, PipelineError, ResolvedRequest, SegmentPipeline
+from segment_pipeline import PipelineError, ResolvedRequest, SegmentPipeline
 
 from .. import tracing
 from ..background import TaskSet
@@ -157,9 +157,8 @@ class JobManager:
 
     async def submit(
         self,
-        request: GenerationRequest | ResolvedRequest,
+        request: ResolvedRequest,
         *,
-        model: str | None = None,
         priority: int = 0,
         request_scoped: bool,
         live: bool = False,
@@ -171,21 +170,20 @@ class JobManager:
         charged_day: int = 0,
         cap_seconds: float = 0.0,
     ) -> Job:
-        """Check `request`, queue a job for it and publish its `start` event (and, when no
-        worker has room for it now, a `queued` event with its estimated start).
+        """Queue a job for `request`, which `admit` let in, and publish its `start` event
+        (and, when no worker has room for it now, a `queued` event with its estimated
+        start).
 
         `live`: a viewer plays it as it comes (scheduled by deadline, admitted only where
         it keeps real time). A request-scoped job comes back holding one lease, which the
-        caller must `release`. Raises `InvalidParameter` (422), `QueueFull` (429) or
-        `ServiceUnavailable` (503).
+        caller must `release`. Raises `ServiceUnavailable` (503).
         """
-        await self.admit(model, live=live)
         try:
             pipeline_job = await asyncio.to_thread(self.pipeline.open, request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
-        self._check_accepting()
-        queued = await self._check_queue(live)
+        self._check_accepting()  # it may have stopped while the encoder was prepared
+        queued, _ = await self.counts()
         job_id = job_id or new_job_id()
         job = Job(
             id=job_id,
