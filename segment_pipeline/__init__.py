@@ -26,7 +26,14 @@ from .generator import (
 )
 from .media import MediaLimits, read_image, read_video_tail
 from .pipeline import EncodedSegment, PipelineJob, SegmentPipeline
-from .request import MAX_SEED, GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest
+from .request import (
+    MAX_SEED,
+    GenerationRequest,
+    GeneratorDefaults,
+    Limits,
+    ResolvedRequest,
+    remix,
+)
 
 __all__ = [
     "BACKENDS",
@@ -62,4 +69,5 @@ __all__ = [
     "read_audio",
     "read_image",
     "read_video_tail",
+    "remix",
 ]

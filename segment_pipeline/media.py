@@ -2,10 +2,11 @@
 
 Both are checked by their headers (pixels a frame, frames, bytes) against `MediaLimits`
 before anything is decoded, so a small file that claims a huge picture costs nothing. Of a
-video only its last frames are kept (`keep`, the overlap a request conditions on): the
-decoder starts at the keyframe before them when the container can seek, and never holds
-more than `keep` decoded frames. Every failure is an `InvalidRequest` naming the field,
-with a message that says what is wrong with the file (never where it sits in memory).
+video only its last frames are kept (`overlap_frames`, the frames a request's first segment
+conditions on): the decoder starts at the keyframe before them when the container can seek,
+and never holds more than `overlap_frames` decoded frames. Every failure is an
+`InvalidRequest` naming the field, with a message that says what is wrong with the file
+(never where it sits in memory).
 """
 
 from __future__ import annotations
@@ -65,14 +66,18 @@ def read_image(
 def read_video_tail(
     source: Source,
     param: str = "extend_video",
-    keep: int | None = None,
+    overlap_frames: int | None = None,
     limits: MediaLimits | None = None,
 ) -> np.ndarray:
-    """The last `keep` frames (all when None) of a video file as (T, H, W, 3) uint8 RGB."""
+    """The last `overlap_frames` frames (all when None) of a video file as (T, H, W, 3)
+    uint8 RGB."""
     limits = limits or MediaLimits()
     _check_bytes(source, param, limits)
-    if keep is not None and keep < 1:
-        raise InvalidRequest(f"{param}: keep at least one frame, got {keep}", param=param)
+    if overlap_frames is not None and overlap_frames < 1:
+        raise InvalidRequest(
+            f"{param}: condition on at least one frame, got overlap_frames={overlap_frames}",
+            param=param,
+        )
     try:
         with av.open(_open(source), mode="r") as container:
             if not container.streams.video:
@@ -85,7 +90,7 @@ def read_video_tail(
                     f"{param} has {header_frames} frames; the cap is {limits.max_frames}",
                     param=param,
                 )
-            kept = min(keep or limits.max_frames, header_frames or limits.max_frames)
+            kept = min(overlap_frames or limits.max_frames, header_frames or limits.max_frames)
             if kept * stream.width * stream.height * 3 > limits.max_kept_bytes:
                 raise InvalidRequest(
                     f"{param}: keeping {kept} frames of {stream.width}x{stream.height} would "
@@ -93,7 +98,7 @@ def read_video_tail(
                     "frames or send a smaller video",
                     param=param,
                 )
-            frames = _tail(container, stream, keep, header_frames, param, limits)
+            frames = _tail(container, stream, overlap_frames, header_frames, param, limits)
     except InvalidRequest:
         raise
     except (av.FFmpegError, OSError, IndexError, ValueError) as exc:
@@ -106,35 +111,39 @@ def read_video_tail(
 def _tail(
     container: av.container.InputContainer,
     stream: av.VideoStream,
-    keep: int | None,
+    overlap_frames: int | None,
     header_frames: int | None,
     param: str,
     limits: MediaLimits,
 ) -> list[av.VideoFrame]:
-    """The last `keep` decoded frames: from the keyframe before them when the header says
-    where they are, else (or when that seek falls short) from the start."""
-    if keep is not None and header_frames is not None and header_frames > 2 * keep:
+    """The last `overlap_frames` decoded frames: from the keyframe before them when the
+    header says where they are, else (or when that seek falls short) from the start."""
+    if (
+        overlap_frames is not None
+        and header_frames is not None
+        and header_frames > 2 * overlap_frames
+    ):
         seconds = header_seconds(container, stream)
         if seconds is not None and stream.time_base is not None and stream.average_rate:
             # A frame early, so rounding of the header's duration cannot skip one.
-            back = (keep + 1) / float(stream.average_rate)
+            back = (overlap_frames + 1) / float(stream.average_rate)
             target = int(max(0.0, seconds - back) / float(stream.time_base))
             container.seek(target, stream=stream, backward=True, any_frame=False)
-            frames = _decode(container, stream, keep, param, limits)
-            if len(frames) == keep:
+            frames = _decode(container, stream, overlap_frames, param, limits)
+            if len(frames) == overlap_frames:
                 return frames
             container.seek(0, stream=stream, backward=True, any_frame=False)
-    return _decode(container, stream, keep, param, limits)
+    return _decode(container, stream, overlap_frames, param, limits)
 
 
 def _decode(
     container: av.container.InputContainer,
     stream: av.VideoStream,
-    keep: int | None,
+    overlap_frames: int | None,
     param: str,
     limits: MediaLimits,
 ) -> list[av.VideoFrame]:
-    frames: deque[av.VideoFrame] = deque(maxlen=keep)
+    frames: deque[av.VideoFrame] = deque(maxlen=overlap_frames)
     for count, frame in enumerate(container.decode(stream), start=1):
         if count > limits.max_frames:  # a header that left the count out, or lied
             raise InvalidRequest(

@@ -8,6 +8,7 @@ naming the parameter, so a caller can point the user at the field to fix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
@@ -174,17 +175,31 @@ def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return out[0] if single else out
 
 
+def _check_prompt(prompt: object, limits: Limits) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("prompt must be a non-empty string", param="prompt")
+    if len(prompt) > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is {len(prompt)} characters; the limit is {limits.max_prompt_chars}",
+            param="prompt",
+        )
+
+
+def remix(source: ResolvedRequest, prompt: str, limits: Limits) -> ResolvedRequest:
+    """`source` with a new `prompt`: every setting and the seed as resolved for it (so
+    nothing falls back to a default), without its inputs (reference image, video to
+    extend, audio), which belonged to the old prompt. Raises `InvalidRequest`."""
+    _check_prompt(prompt, limits)
+    return dataclasses.replace(
+        source, prompt=prompt, reference_image=None, extend_video=None, audio=None
+    )
+
+
 def resolve(
     request: GenerationRequest, defaults: GeneratorDefaults, limits: Limits
 ) -> ResolvedRequest:
     """Fill `request`'s defaults and check every field; raises `InvalidRequest`."""
-    if not isinstance(request.prompt, str) or not request.prompt.strip():
-        raise InvalidRequest("prompt must be a non-empty string", param="prompt")
-    if len(request.prompt) > limits.max_prompt_chars:
-        raise InvalidRequest(
-            f"prompt is {len(request.prompt)} characters; the limit is {limits.max_prompt_chars}",
-            param="prompt",
-        )
+    _check_prompt(request.prompt, limits)
     width = _positive_int(request.width if request.width is not None else defaults.width, "width")
     height = _positive_int(
         request.height if request.height is not None else defaults.height, "height"

@@ -12,10 +12,21 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 from segment_pipeline import (
     MAX_SEED,
@@ -36,6 +47,18 @@ _POSITIVE: dict[str, Any] = {"exclusiveMinimum": 0}
 _AT_LEAST_1: dict[str, Any] = {"minimum": 1}
 _AT_LEAST_2: dict[str, Any] = {"minimum": 2}
 _DATA_URL = re.compile(r"^data:[\w/+.-]+(;[\w=.-]+)*;base64,", re.IGNORECASE)
+
+
+def _media(value: object) -> str | bytes:
+    if isinstance(value, str | bytes):
+        return value
+    raise PydanticCustomError("string_type", "Input should be a valid string")
+
+
+# A media file: base64 (or a data URL) in a JSON body, the uploaded bytes themselves from a
+# multipart form, so an upload is never encoded only to be decoded again. Errors and the
+# schema are those of a string field: what a JSON client sends.
+Media = Annotated[str | bytes, PlainValidator(_media), WithJsonSchema({"type": "string"})]
 
 
 class _Model(BaseModel):
@@ -91,16 +114,16 @@ class GenerationParams(_Model):
         "segment_frames).",
         json_schema_extra={"minimum": 0},
     )
-    reference_image: str | None = Field(
+    reference_image: Media | None = Field(
         None,
         validation_alias=AliasChoices("reference_image", "image_base64"),
         description="Image (base64 or data URL) that becomes frame 0 (alias: image_base64).",
         repr=False,
     )
-    extend_video: str | None = Field(
+    extend_video: Media | None = Field(
         None, description="Video (base64 or data URL) whose end the output continues.", repr=False
     )
-    audio: str | None = Field(
+    audio: Media | None = Field(
         None,
         validation_alias=AliasChoices("audio", "audio_base64"),
         description="Audio (base64 or data URL of a WAV, MP3, AAC, FLAC, Ogg or M4A file): "
@@ -129,6 +152,26 @@ class ImageReference(_Model):
     file_id: str | None = Field(None, description="Not served: this server keeps no files.")
 
 
+def _reference_kind(value: object) -> str:
+    """Which form an `input_reference` takes: an object only when it is a valid one, so a
+    wrong one is refused as a string is (``input_reference.str``), as a plain union does."""
+    if isinstance(value, ImageReference):
+        return "ImageReference"
+    if isinstance(value, dict):
+        try:
+            ImageReference.model_validate(value)
+        except ValidationError:
+            return "str"
+        return "ImageReference"
+    return "str"
+
+
+def _flat_union(schema: dict[str, Any]) -> None:
+    """The schema of a tagged union or null as the plain ``anyOf`` of its forms (the tags
+    are how the server reads a value, nothing a client sends)."""
+    schema["anyOf"] = [form for part in schema["anyOf"] for form in part.get("oneOf", [part])]
+
+
 class VideoCreateRequest(_Model):
     """`POST /v1/videos` (OpenAI-style)."""
 
@@ -136,11 +179,18 @@ class VideoCreateRequest(_Model):
     model: str | None = None
     seconds: float | str | None = Field(None, description="Video length (seconds).")
     size: str | None = Field(None, description='"WxH" (pixels).')
-    input_reference: str | ImageReference | None = Field(
+    input_reference: (
+        Annotated[
+            Annotated[Media, Tag("str")] | Annotated[ImageReference, Tag("ImageReference")],
+            Discriminator(_reference_kind),
+        ]
+        | None
+    ) = Field(
         None,
         description="An image that becomes frame 0: a multipart file, base64 or a data URL, "
         'or {"image_url": data URL}.',
         repr=False,
+        json_schema_extra=lambda schema: _flat_union(schema),
     )
 
 
@@ -327,7 +377,8 @@ def _generation_request(
     params: GenerationParams, limits: MediaLimits | None, default_overlap: int | None
 ) -> GenerationRequest:
     overlap = params.overlap_frames if params.overlap_frames is not None else default_overlap
-    keep = None if overlap is None else max(1, overlap)
+    # The frames the first segment conditions on: at least one, for a video to extend.
+    given_frames = None if overlap is None else max(1, overlap)
     width, height = params.width, params.height
     if params.size is not None:
         if width is not None or height is not None:
@@ -359,12 +410,14 @@ def _generation_request(
         ),
         extend_video=(
             read_video_tail(
-                decode_base64(params.extend_video, "extend_video"), keep=keep, limits=limits
+                media_bytes(params.extend_video, "extend_video"),
+                overlap_frames=given_frames,
+                limits=limits,
             )
             if params.extend_video is not None
             else None
         ),
-        audio=read_audio(decode_base64(params.audio, "audio"), "audio")
+        audio=read_audio(media_bytes(params.audio, "audio"), "audio")
         if params.audio is not None
         else None,
         audio_scale=params.audio_scale,
@@ -392,9 +445,10 @@ def video_params(request: VideoCreateRequest) -> GenerationParams:
     )
 
 
-def _reference_image(reference: str | ImageReference | None) -> str | None:
-    """The base64 (or data URL) image an OpenAI-style `input_reference` stands for."""
-    if reference is None or isinstance(reference, str):
+def _reference_image(reference: str | bytes | ImageReference | None) -> str | bytes | None:
+    """The image (uploaded bytes, base64 or a data URL) an OpenAI-style `input_reference`
+    stands for."""
+    if reference is None or isinstance(reference, str | bytes):
         return reference
     if reference.file_id is not None:
         raise InvalidParameter(
@@ -414,6 +468,11 @@ def _reference_image(reference: str | ImageReference | None) -> str | None:
     return url
 
 
+def media_bytes(media: str | bytes, param: str) -> bytes:
+    """The file `media` stands for: uploaded bytes as they are, text decoded as base64."""
+    return media if isinstance(media, bytes) else decode_base64(media, param)
+
+
 def decode_base64(text: str, param: str) -> bytes:
     """Bytes of a base64 string or a ``data:...;base64,`` URL."""
     body = _DATA_URL.sub("", text.strip(), count=1)
@@ -424,7 +483,7 @@ def decode_base64(text: str, param: str) -> bytes:
 
 
 def decode_image(
-    text: str, param: str = "reference_image", limits: MediaLimits | None = None
+    media: str | bytes, param: str = "reference_image", limits: MediaLimits | None = None
 ) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a base64 image (any format Pillow reads)."""
-    return read_image(decode_base64(text, param), param, limits)
+    """(H, W, 3) uint8 RGB from an uploaded or base64 image (any format Pillow reads)."""
+    return read_image(media_bytes(media, param), param, limits)

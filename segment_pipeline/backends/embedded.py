@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ def window_seed(seed: int, index: int) -> int:
 # CPU worker for minutes (a window cannot be preempted, only cancelled between steps).
 MAX_SCALE = 4  # frames up to 4x the trained size a side (512x512 for streamgen-tiny)
 MAX_STEPS = 50
+
+
+@dataclass(frozen=True)
+class EmbeddedBatchKey:
+    """What windows of the embedded model must share to be denoised in one forward pass."""
+
+    width: int
+    height: int
+    segment_frames: int
+    num_inference_steps: int
+    guided: bool
 
 
 class EmbeddedGenerator(SegmentedGenerator):
@@ -93,9 +105,13 @@ class EmbeddedGenerator(SegmentedGenerator):
         """Windows of one size, length and step count, guided or not, share a forward pass
         (prompts, given frames, seeds and guidance scales may differ)."""
         request = task.request
-        guided = request.guidance_scale > 1.0
-        return (request.width, request.height, request.segment_frames,
-                request.num_inference_steps, guided)  # fmt: skip
+        return EmbeddedBatchKey(
+            width=request.width,
+            height=request.height,
+            segment_frames=request.segment_frames,
+            num_inference_steps=request.num_inference_steps,
+            guided=request.guidance_scale > 1.0,
+        )
 
     def generate_window(
         self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
@@ -166,12 +182,12 @@ class EmbeddedGenerator(SegmentedGenerator):
                 on_step(item, step + 1, total)
 
         # 5. Decode each window's new frames to full size (the loop puts the given ones back)
-        keep = first.segment_frames
+        segment_frames = first.segment_frames
         windows = []
         for item, task in enumerate(tasks):
-            out = torch.zeros(keep, 3, height, width, device=self.device)
-            if keep > len(task.given):
-                low = sample[item : item + 1, 3 * len(task.given) : 3 * keep]
+            out = torch.zeros(segment_frames, 3, height, width, device=self.device)
+            if segment_frames > len(task.given):
+                low = sample[item : item + 1, 3 * len(task.given) : 3 * segment_frames]
                 out[len(task.given) :] = model.decode(low)[0]
             out = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
             windows.append(out.cpu().numpy())

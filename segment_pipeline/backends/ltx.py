@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,19 @@ DECODE_TIMESTEP = 0.05
 DECODE_NOISE_SCALE = 0.025
 
 
+@dataclass(frozen=True)
+class LTXBatchKey:
+    """What windows must share to go through one LTX-Video pipeline call."""
+
+    width: int
+    height: int
+    segment_frames: int
+    fps: float
+    num_inference_steps: int
+    guidance_scale: float
+    given_frames: int
+
+
 class LTXGenerator(LTXFamilyGenerator):
     """Generates with an LTX-Video diffusers checkpoint on CPU or GPU."""
 
@@ -100,8 +114,15 @@ class LTXGenerator(LTXFamilyGenerator):
         seeds: one size, length, frame rate, step count and guidance scale, and the same
         number of given frames (the pipeline conditions every sample at frame 0 alike)."""
         request = task.request
-        return (request.width, request.height, request.segment_frames, request.fps,
-                request.num_inference_steps, request.guidance_scale, len(task.given))  # fmt: skip
+        return LTXBatchKey(
+            width=request.width,
+            height=request.height,
+            segment_frames=request.segment_frames,
+            fps=request.fps,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            given_frames=len(task.given),
+        )
 
     def generate_window(
         self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback

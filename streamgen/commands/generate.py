@@ -96,7 +96,9 @@ def _request(
 ) -> GenerationRequest:
     """The request `args` ask for; of a video to extend, only the frames the first segment
     conditions on are decoded (its overlap)."""
-    keep = max(1, args.overlap_frames if args.overlap_frames is not None else default_overlap)
+    given_frames = max(
+        1, args.overlap_frames if args.overlap_frames is not None else default_overlap
+    )
     return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -114,7 +116,7 @@ def _request(
         reference_image=read_image(args.reference_image, limits=limits)
         if args.reference_image
         else None,
-        extend_video=read_video_tail(args.extend_video, keep=keep, limits=limits)
+        extend_video=read_video_tail(args.extend_video, overlap_frames=given_frames, limits=limits)
         if args.extend_video
         else None,
         audio=_load_audio(args.audio) if args.audio else None,

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segment_pipeline import GenerationRequest, PipelineError, ResolvedRequest, SegmentPipeline
+from segment_pipeline import PipelineError, ResolvedRequest, SegmentPipeline
 
 from .. import tracing
 from ..background import TaskSet
@@ -58,7 +58,6 @@ class Submission:
     """What a caller decides of a job besides its request (`JobManager.submit`)."""
 
     request_scoped: bool  # it runs only while a subscriber holds it (leases)
-    model: str | None = None  # None: the loaded one
     priority: int = 0
     live: bool = False  # a viewer plays it as it comes (scheduled by deadline, admitted
     # only where it keeps real time)
@@ -172,23 +171,21 @@ class JobManager:
             )
         await self._check_queue(live)
 
-    async def submit(
-        self, request: GenerationRequest | ResolvedRequest, submission: Submission
-    ) -> Job:
-        """Check `request`, queue a job for it as `submission` says and publish its `start`
-        event (and, when no worker has room for it now, a `queued` event with its
-        estimated start).
+    async def submit(self, request: ResolvedRequest, submission: Submission) -> Job:
+        """Queue a job for `request`, which `admit` let in, as `submission` says, and
+        publish its `start` event (and, when no worker has room for it now, a `queued`
+        event with its estimated start).
 
         A request-scoped job comes back holding one lease, which the caller must
-        `release`. Raises `InvalidParameter` (422), `QueueFull` (429) or
-        `ServiceUnavailable` (503).
+        `release`. Raises `QueueFull` (429) or `ServiceUnavailable` (503).
         """
         live = submission.live
-        await self.admit(submission.model, live=live)
         try:
             pipeline_job = await asyncio.to_thread(self.pipeline.open, request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
+        # While the encoder was prepared the server may have stopped accepting, or other
+        # requests filled the queue: a race guard, not a second admission.
         self._check_accepting()
         queued = await self._check_queue(live)
         job_id = submission.job_id or new_job_id()

@@ -41,14 +41,15 @@ class WorkKey:
 
     width: int
     height: int
-    frames: int  # window length
-    steps: int
+    segment_frames: int  # window length
+    num_inference_steps: int
     guided: bool
 
     @property
     def work(self) -> float:
         """Relative cost of one window: pixels x frames x steps x model passes."""
-        return self.width * self.height * self.frames * self.steps * (2 if self.guided else 1)
+        passes = 2 if self.guided else 1
+        return self.width * self.height * self.segment_frames * self.num_inference_steps * passes
 
 
 @dataclass(frozen=True)

@@ -78,20 +78,20 @@ QUEUE_NOTICE_MOVE_S = 2.0  # a waiting stream hears again when its estimate move
 
 def work_key(request: ResolvedRequest) -> WorkKey:
     return WorkKey(
-        request.width,
-        request.height,
-        request.segment_frames,
-        request.num_inference_steps,
-        request.guidance_scale > 1.0,
+        width=request.width,
+        height=request.height,
+        segment_frames=request.segment_frames,
+        num_inference_steps=request.num_inference_steps,
+        guided=request.guidance_scale > 1.0,
     )
 
 
 def live_load(request: ResolvedRequest) -> LiveLoad:
     """What a live stream of `request` needs: one window per segment of new video."""
-    frames = request.segment_frames
+    new_frames = request.segment_frames
     if request.total_segments != 1:
-        frames -= request.overlap_frames
-    return LiveLoad(work_key(request), max(1, frames) / request.fps)
+        new_frames -= request.overlap_frames
+    return LiveLoad(work_key(request), max(1, new_frames) / request.fps)
 
 
 class Worker:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
@@ -92,8 +91,8 @@ def api_route(
 
 async def read_params() -> Any:
     """The request's fields: a JSON body, or a multipart form whose files (an `audio`, a
-    `reference_image`, …) arrive as base64 under their field's name. 400 when the body is
-    empty or not JSON, 413 when too large."""
+    `reference_image`, …) arrive as their bytes under their field's name. 400 when the body
+    is empty or not JSON, 413 when too large."""
     if request.mimetype == "multipart/form-data":
         return await _read_form()
     if request.mimetype in REFUSED_TYPES:
@@ -114,14 +113,14 @@ async def read_params() -> Any:
 
 async def _read_form() -> dict[str, Any]:
     """A multipart form as fields: text as sent (the request model converts numbers and
-    booleans), files base64. A name sent twice is a 400."""
+    booleans), files as bytes. A name sent twice is a 400."""
     form, files = await request.form, await request.files
     fields: dict[str, Any] = {}
     for name in [*form.keys(), *files.keys()]:
         if name in fields or len(form.getlist(name)) + len(files.getlist(name)) > 1:
             raise MalformedRequest(f"the form sends {name!r} more than once", param=name)
         if name in files:
-            fields[name] = base64.b64encode(files[name].read()).decode("ascii")
+            fields[name] = files[name].read()
         else:
             fields[name] = form[name]
     if not fields:

@@ -29,7 +29,7 @@ from streamgen.transports import mp4
 
 from .responses import video_file_response
 from .state import AppState, app_state, current_key, visible_job
-from .submit import submit
+from .submit import submit, submit_remix
 from .table import Param, Reply, api_route, read_params
 from .views import error_body
 
@@ -97,18 +97,18 @@ def _poll_after_ms(job: Job) -> dict[str, str]:
     return {"openai-poll-after-ms": str(int(min(5.0, max(0.25, wait_s)) * 1000))}
 
 
-async def _submit_video(
-    state: AppState, params: GenerationParams, remixed_from: str | None = None
-) -> Response:
+async def _submit_video(state: AppState, params: GenerationParams) -> Response:
     try:
-        job = await submit(
-            state, params, request_scoped=False, remixed_from=remixed_from, listed=True
-        )
+        job = await submit(state, params, request_scoped=False, listed=True)
     except InvalidParameter as exc:
         name = _FIELD_NAMES.get(exc.param or "")
         if name is None:
             raise
         raise InvalidParameter(f"{name}: {exc.message}", param=name) from exc
+    return _created(job)
+
+
+def _created(job: Job) -> Response:
     return jsonify(video_object(job)), 200, _poll_after_ms(job)  # type: ignore[return-value]
 
 
@@ -221,28 +221,7 @@ async def remix_video(video_id: str) -> Response:
     state = app_state()
     remix = parse(VideoRemixRequest, await read_params())
     source = await visible_job(state, video_id)
-    return await _submit_video(state, remix_params(source, remix.prompt), remixed_from=source.id)
-
-
-def remix_params(source: Job, prompt: str) -> GenerationParams:
-    """`source`'s resolved settings and seed with `prompt` (its pictures are not kept)."""
-    req = source.spec.request
-    return GenerationParams.model_validate(
-        {
-            "prompt": prompt,
-            "negative_prompt": req.negative_prompt,
-            "seed": req.seed,
-            "width": req.width,
-            "height": req.height,
-            "fps": req.fps,
-            "num_frames": req.total_frames,
-            "unbounded": req.total_frames is None,
-            "num_inference_steps": req.num_inference_steps,
-            "guidance_scale": req.guidance_scale,
-            "segment_frames": req.segment_frames,
-            "overlap_frames": req.overlap_frames,
-        }
-    )
+    return _created(await submit_remix(state, source, remix.prompt))
 
 
 @api_route(

@@ -45,7 +45,7 @@ def png_claiming(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("gop", [5, 1000], ids=["seeks-to-a-keyframe", "one-keyframe"])
 def test_the_tail_is_the_last_frames_of_a_full_decode(gop: int) -> None:
     data = numbered_video(60, gop=gop)
-    tail = read_video_tail(data, keep=3)
+    tail = read_video_tail(data, overlap_frames=3)
     whole = read_video_tail(data)
     assert tail.shape == (3, 64, 64, 3)
     assert len(whole) == 60
@@ -54,25 +54,25 @@ def test_the_tail_is_the_last_frames_of_a_full_decode(gop: int) -> None:
 
 
 def test_a_short_video_gives_all_its_frames() -> None:
-    frames = read_video_tail(numbered_video(2, gop=5), keep=4)
+    frames = read_video_tail(numbered_video(2, gop=5), overlap_frames=4)
     assert [round(float(frame.mean()) / 4) for frame in frames] == [0, 1]
 
 
 def test_video_caps_are_checked_from_the_header() -> None:
     data = numbered_video(30, gop=5)
     with pytest.raises(InvalidRequest, match="30 frames; the cap is 20") as too_long:
-        read_video_tail(data, keep=2, limits=MediaLimits(max_frames=20))
+        read_video_tail(data, overlap_frames=2, limits=MediaLimits(max_frames=20))
     assert too_long.value.param == "extend_video"
     with pytest.raises(InvalidRequest, match="64x64") as too_big:
-        read_video_tail(data, keep=2, limits=MediaLimits(max_pixels=63 * 63))
+        read_video_tail(data, overlap_frames=2, limits=MediaLimits(max_pixels=63 * 63))
     assert too_big.value.param == "extend_video"
     with pytest.raises(InvalidRequest, match="bytes; the cap"):
-        read_video_tail(data, keep=2, limits=MediaLimits(max_bytes=len(data) - 1))
+        read_video_tail(data, overlap_frames=2, limits=MediaLimits(max_bytes=len(data) - 1))
     # Frames kept x their size: a client's large overlap cannot make it hold gigabytes.
     budget = MediaLimits(max_kept_bytes=10 * 64 * 64 * 3)
-    assert len(read_video_tail(data, keep=10, limits=budget)) == 10
+    assert len(read_video_tail(data, overlap_frames=10, limits=budget)) == 10
     with pytest.raises(InvalidRequest, match="fewer overlap frames"):
-        read_video_tail(data, keep=11, limits=budget)
+        read_video_tail(data, overlap_frames=11, limits=budget)
 
 
 def test_an_image_that_claims_a_huge_picture_is_refused_before_decoding() -> None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segment_pipeline import GenerationRequest, InvalidRequest, Limits
+from segment_pipeline import GenerationRequest, InvalidRequest, Limits, remix
 from segment_pipeline.media import read_image
 from segment_pipeline.request import GeneratorDefaults, resolve
 
@@ -91,3 +91,19 @@ def test_unreadable_image_is_invalid_request(tmp_path):
     assert info.value.param == "reference_image"
     with pytest.raises(InvalidRequest):
         read_image(tmp_path / "missing.png")
+
+
+def test_a_remix_keeps_every_resolved_field_but_the_prompt_and_inputs():
+    image = np.full((64, 64, 3), 9, np.uint8)
+    source = check(seed=5, width=64, height=64, fps=12.0, num_frames=30, audio_scale=0.3,
+                   guidance_scale=2.0, segment_frames=10, overlap_frames=2, negative_prompt="b",
+                   num_inference_steps=3, reference_image=image)  # fmt: skip
+    remixed = remix(source, "a green ball", Limits())
+    assert remixed.prompt == "a green ball" and remixed.reference_image is None
+    for name in ("seed", "width", "height", "fps", "total_frames", "audio_scale",
+                 "guidance_scale", "segment_frames", "overlap_frames", "negative_prompt",
+                 "num_inference_steps"):  # fmt: skip
+        assert getattr(remixed, name) == getattr(source, name), name
+    with pytest.raises(InvalidRequest) as info:
+        remix(source, "x" * 3000, Limits())
+    assert info.value.param == "prompt"

@@ -110,6 +110,39 @@ def test_reference_image_as_base64_or_data_url() -> None:
     assert int(plain[0, 0, 0]) == 200
 
 
+def test_uploaded_files_are_read_as_bytes_and_json_text_as_base64() -> None:
+    png = _png(8, 6)
+    uploaded = parse(GenerationParams, {"prompt": "p", "reference_image": png})
+    assert uploaded.reference_image == png  # a multipart file: its bytes, no base64 trip
+    sent = parse(GenerationParams, {"prompt": "p", "image_base64": base64.b64encode(png).decode()})
+    for params in (uploaded, sent):
+        image = to_generation_request(params).reference_image
+        assert image is not None and image.shape == (6, 8, 3) and int(image[0, 0, 0]) == 200
+    video = parse(VideoCreateRequest, {"prompt": "p", "input_reference": png})
+    assert video_params(video).reference_image == png
+    with pytest.raises(errors.InvalidParameter) as info:  # text is base64, never raw bytes
+        to_generation_request(parse(GenerationParams, {"prompt": "p", "audio": "%%"}))
+    assert info.value.param == "audio" and "not valid base64" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "param"),
+    [
+        (GenerationParams, "reference_image", "reference_image"),
+        (GenerationParams, "extend_video", "extend_video"),
+        (VideoCreateRequest, "input_reference", "input_reference.str"),
+    ],
+)
+@pytest.mark.parametrize("value", [5, ["x"], {"a": 1}])
+def test_a_media_field_that_is_no_string_is_refused_as_a_string_field(
+    model: type, field: str, param: str, value: object
+) -> None:
+    with pytest.raises(errors.InvalidParameter) as info:
+        parse(model, {"prompt": "p", field: value})
+    assert info.value.param == param
+    assert info.value.message == f"{param}: Input should be a valid string"
+
+
 def test_openai_video_request() -> None:
     params = video_params(
         parse(VideoCreateRequest, {"prompt": "p", "seconds": "4", "size": "64x32"})

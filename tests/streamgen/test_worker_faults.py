@@ -60,10 +60,12 @@ async def run_two(generator: PatternGenerator) -> tuple[list[Event], list[Event]
         assert manager is not None
         request = {"num_frames": 40, "fps": 8}
         broken = await manager.submit(
-            GenerationRequest(prompt="broken", **request), Submission(request_scoped=False)
+            generator.resolve(GenerationRequest(prompt="broken", **request)),
+            Submission(request_scoped=False),
         )
         fine = await manager.submit(
-            GenerationRequest(prompt="fine", **request), Submission(request_scoped=False)
+            generator.resolve(GenerationRequest(prompt="fine", **request)),
+            Submission(request_scoped=False),
         )
         return await asyncio.wait_for(
             asyncio.gather(log_of(runtime, broken.id), log_of(runtime, fine.id)), 60
