@@ -123,7 +123,6 @@ def test_the_server_depends_on_the_client_and_every_install_brings_both() -> Non
     """The server imports the wire format from the client distribution, so each documented
     install names ./clients in the same pip command as the server: pip then takes
     streamgen-client from there instead of looking for it on an index."""
-
     repo = CLIENTS.parent
     name = tomllib.loads((CLIENTS / "pyproject.toml").read_text())["project"]["name"]
     server = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
