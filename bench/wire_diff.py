@@ -5,8 +5,8 @@ sends both the same seeded requests: `/generate-stream` (SSE), `/generate-stream
 (NDJSON), `/generate` (the MP4), `/v1/jobs` (its SSE events, its `video.mp4`, its job object),
 a 422, and a WebSocket generate. Values that differ from run to run are masked first: job
 ids, publish times, wall seconds spent (`generate_seconds`, `encode_seconds`), and the job
-object's id, times and `realtime_factor`. Then each body is compared. For a refactor: check out the old commit
-with `git worktree add /tmp/before <commit>`, then
+object's id, times and `realtime_factor`. Then each body is compared. For a refactor: check
+out the old commit with `git worktree add /tmp/before <commit>`, then
 
     python bench/wire_diff.py /tmp/before .
 """
