@@ -27,7 +27,8 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     """`streamgen serve` from the source tree `tree` on `port`, with `settings` (name ->
     value, as STREAMGEN_* variables); returns once it is healthy (at most 120 s)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # The tree's own client distribution too: the server imports its wire format from it.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(tree), str(tree / "clients")))}
     env.update({f"STREAMGEN_{name.upper()}": value for name, value in (settings or {}).items()})
     command = [sys.executable, "-m", "streamgen", "serve", "--port", str(port),
                "--log-level", "WARNING"]  # fmt: skip

@@ -27,7 +27,7 @@ from .routes import BLUEPRINTS
 from .routes.state import EXTENSION, AppState, app_state
 from .routes.static import default_static_dir
 from .runtime import open_runtime
-from .streaming import FrameCache
+from .streams.follow import FrameCache
 
 log = logging.getLogger(__name__)
 

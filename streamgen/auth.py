@@ -14,7 +14,7 @@ from werkzeug.datastructures import Headers
 from .errors import ServiceError
 from .keys import KeyGate, Window, rate_headers, secret_from
 from .observability import note_key
-from .routes.table import is_open_path
+from .routespec import is_open_path
 
 _QUERY_KEY_METHODS = frozenset({"GET", "HEAD"})
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from segment_pipeline import Limits
 
 from .protocol import ErrorResponse
-from .routes.table import is_open_path
-
-if TYPE_CHECKING:
-    from .routes.table import RouteSpec
+from .routespec import RouteSpec, is_open_path
 
 _REF = "#/components/schemas/{model}"
 

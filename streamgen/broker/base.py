@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from streamgen_client.wire import EVENT_TYPES as EVENT_TYPES
+from streamgen_client.wire import TERMINAL_TYPES as TERMINAL_TYPES
+from streamgen_client.wire import message, message_parts
 
-TERMINAL_TYPES = frozenset({"complete", "error"})
-EVENT_TYPES = frozenset({"start", "queued", "progress", "segment", "complete", "error"})
 MAX_SEQ = 2**53 - 1  # the highest seq a client may name: exact in JSON numbers everywhere
 
 
@@ -64,14 +65,13 @@ class Event:
     def pack(self) -> bytes:
         """msgpack with raw bytes (what Redis and WebSocket carry)."""
         return msgpack.packb(
-            {"job_id": self.job_id, "seq": self.seq, "type": self.type, "data": dict(self.data)},
-            use_bin_type=True,
+            message(self.job_id, self.seq, self.type, self.data), use_bin_type=True
         )
 
     @classmethod
     def unpack(cls, payload: bytes) -> Event:
-        raw = msgpack.unpackb(payload, raw=False)
-        return cls(job_id=raw["job_id"], seq=raw["seq"], type=raw["type"], data=raw["data"])
+        job_id, seq, kind, data = message_parts(msgpack.unpackb(payload, raw=False))
+        return cls(job_id=job_id, seq=seq, type=kind, data=data)
 
 
 class BrokerError(Exception):

@@ -10,16 +10,13 @@ from quart import Blueprint, Response, jsonify, request
 
 from streamgen.errors import InvalidParameter
 from streamgen.protocol import ErrorResponse, GenerationParams, JobObject, parse
-from streamgen.transports import mp4, ndjson, sse
+from streamgen.streams import mp4, ndjson, sse
+from streamgen.streams.follow import open_follower
+from streamgen.streams.mp4 import live_mp4_response, video_file_response
+from streamgen.streams.ndjson import ndjson_response
+from streamgen.streams.sse import sse_response
 
 from .params import from_seq_of, payload_omit
-from .responses import (
-    live_mp4_response,
-    ndjson_response,
-    open_follower,
-    sse_response,
-    video_file_response,
-)
 from .state import app_state, visible_job
 from .submit import submit
 from .table import Param, Reply, api_route, read_params

@@ -19,7 +19,7 @@ from streamgen.errors import JobNotFound, ServiceError, ServiceUnavailable
 from streamgen.jobs import Job, JobManager
 from streamgen.keys import ApiKey
 from streamgen.runtime import Runtime
-from streamgen.streaming import FrameCache
+from streamgen.streams.follow import FrameCache
 
 EXTENSION = "streamgen"
 

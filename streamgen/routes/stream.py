@@ -13,9 +13,11 @@ from quart import Blueprint, Response, jsonify, request, send_file
 
 from streamgen.errors import ServiceError
 from streamgen.protocol import ErrorResponse, GenerateRequest, GenerationParams, parse
-from streamgen.transports import mp4, ndjson, sse
+from streamgen.streams import mp4, ndjson, sse
+from streamgen.streams.follow import open_follower
+from streamgen.streams.ndjson import ndjson_response
+from streamgen.streams.sse import sse_response
 
-from .responses import ndjson_response, open_follower, sse_response
 from .state import app_state
 from .submit import submit
 from .table import Reply, api_route, read_params

@@ -1,60 +1,23 @@
-"""The route table: every HTTP route registered with what `/openapi.json` says about it."""
+"""The route table: every HTTP route registered with what `/openapi.json` says about it
+(`streamgen.routespec`), and reading a request's fields."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from quart import Blueprint, request
 
 from streamgen.errors import MalformedRequest, UnsupportedMediaType
+from streamgen.routespec import Param as Param
+from streamgen.routespec import Reply as Reply
+from streamgen.routespec import RouteSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
-# Paths anyone may read, keys or not: a load balancer's probes, a scraper, the API's
-# description and the browser player (which then asks for a key itself).
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/"})
-OPEN_PREFIXES = ("/static/",)
 REFUSED_TYPES = frozenset({"text/plain"})
-
-
-def is_open_path(path: str) -> bool:
-    """Whether `path` (a request's, or a route's OpenAPI template) needs no API key."""
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One documented response: media type, body model (None: free-form), description."""
-
-    media_type: str = "application/json"
-    model: type[BaseModel] | None = None
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Param:
-    """A query or header parameter."""
-
-    name: str
-    where: str  # "query" | "header"
-    description: str
-    type: str = "integer"
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    method: str
-    path: str  # OpenAPI form: /v1/jobs/{job_id}
-    summary: str
-    tag: str
-    body: type[BaseModel] | None = None
-    replies: dict[int, Reply] = field(default_factory=dict)
-    params: tuple[Param, ...] = ()
-
 
 ROUTES: list[RouteSpec] = []
 

@@ -25,9 +25,9 @@ from streamgen.protocol import (
     parse,
     video_params,
 )
-from streamgen.transports import mp4
+from streamgen.streams import mp4
+from streamgen.streams.mp4 import video_file_response
 
-from .responses import video_file_response
 from .state import AppState, app_state, current_key, visible_job
 from .submit import submit, submit_remix
 from .table import Param, Reply, api_route, read_params

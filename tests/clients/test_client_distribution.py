@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import av
@@ -115,3 +117,22 @@ def test_the_installed_command_saves_a_video(venv: Path, server_url: str, tmp_pa
     assert fragments, "no segment files"
     joined = (segments / "init.mp4").read_bytes() + b"".join(f.read_bytes() for f in fragments)
     assert joined == out.read_bytes()
+
+
+def test_the_server_depends_on_the_client_and_every_install_brings_both() -> None:
+    """The server imports the wire format from the client distribution, so each documented
+    install names ./clients in the same pip command as the server: pip then takes
+    streamgen-client from there instead of looking for it on an index."""
+    repo = CLIENTS.parent
+    name = tomllib.loads((CLIENTS / "pyproject.toml").read_text())["project"]["name"]
+    server = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert name in server
+    readme = (repo / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start") :].split("```")[1]
+    ci = (repo / ".ci" / "run").read_text()
+    dockerfile = (repo / "docker" / "Dockerfile").read_text()
+    for where, text in (("README", quick_start), (".ci/run", ci), ("Dockerfile", dockerfile)):
+        server_install = re.compile(r"pip install .*-e '?\.[\[' ]")
+        installs = [line for line in text.splitlines() if server_install.search(line)]
+        assert installs, f"{where}: no install of the server"
+        assert all("-e ./clients" in line for line in installs), (where, installs)

@@ -143,7 +143,7 @@ def test_errors_flat_nested_and_slow_consumer():
             "error": {"code": "cancelled", "message": "job cancelled", "param": None},
         }
     )
-    assert flat == nested == ErrorEvent("j", 5, "cancelled", "job cancelled", None)
+    assert flat == nested == ErrorEvent("cancelled", "job cancelled", None, job_id="j", seq=5)
     slow = from_sse(
         "error",
         json.dumps({"job_id": "j", "code": "slow_consumer", "message": "behind", "resume_from": 9}),
@@ -171,6 +171,7 @@ def test_missing_and_mistyped_fields_name_the_field():
                     "job_id": "j",
                     "seq": 1,
                     "segment_index": 0,
+                    "is_final": False,
                     "start_frame": 0,
                     "num_frames": 1,
                     "start_time": 0,

@@ -54,7 +54,7 @@ def job_events():
     events: list = [start]
     first = 0
     for index, size in enumerate(SIZES):
-        events.append(ProgressEvent("j", len(events), index, 1, 1, len(SIZES)))
+        events.append(ProgressEvent(index, 1, 1, len(SIZES), job_id="j", seq=len(events)))
         encoded = encoder.encode(index, video[first : first + size], first)
         events.append(
             SegmentEvent(
@@ -69,12 +69,14 @@ def job_events():
                 end_time=(first + size) / FPS,
                 fragment=encoded.fragment,
                 segment=encoded.standalone,
-                generate_seconds=None,
+                generate_seconds=0.25,
                 encode_seconds=encoded.encode_seconds,
             )
         )
         first += size
-    events.append(CompleteEvent("j", len(events), len(SIZES), sum(SIZES), sum(SIZES) / FPS))
+    events.append(
+        CompleteEvent(len(SIZES), sum(SIZES), sum(SIZES) / FPS, job_id="j", seq=len(events))
+    )
     return events
 
 

@@ -6,11 +6,13 @@ from streamgen_client import JobFailed, ProtocolError, StreamClient
 from streamgen_client._transports import Dropped
 from streamgen_client.events import CompleteEvent, ErrorEvent, ProgressEvent, StartEvent
 
-START = StartEvent("j", 0, "avc1.64000a", "video/mp4", b"init", 64, 64, 8.0, 1, 8, 1, "m")
+START = StartEvent(
+    "avc1.64000a", "video/mp4", b"init", 64, 64, 8.0, 1, 8, 1, "m", job_id="j", seq=0
+)
 
 
 def progress(seq: int, job_id: str = "j") -> ProgressEvent:
-    return ProgressEvent(job_id, seq, 0, seq, 8, 1)
+    return ProgressEvent(0, seq, 8, 1, job_id=job_id, seq=seq)
 
 
 @pytest.fixture
@@ -49,8 +51,10 @@ def test_an_event_of_another_job_is_refused(stream):
 def test_slow_consumer_resumes_and_a_job_error_fails(stream):
     stream._accept(START)
     with pytest.raises(Dropped, match="cut this subscriber off"):
-        stream._accept(ErrorEvent("j", None, "slow_consumer", "behind", None, resume_from=1))
+        stream._accept(ErrorEvent("slow_consumer", "behind", None, resume_from=1, job_id="j"))
     with pytest.raises(JobFailed, match="cancelled") as failed:
-        stream._accept(ErrorEvent("j", 1, "cancelled", "the job was cancelled", None))
+        stream._accept(ErrorEvent("cancelled", "the job was cancelled", job_id="j", seq=1))
     assert failed.value.job_id == "j"
-    assert stream._accept(CompleteEvent("j", 2, 1, 8, 1.0)) is True  # seq 1 was the error
+    assert (
+        stream._accept(CompleteEvent(1, 8, 1.0, job_id="j", seq=2)) is True
+    )  # seq 1 was the error

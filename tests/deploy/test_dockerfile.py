@@ -142,7 +142,8 @@ def test_copied_sources_exist_and_are_in_the_context(instructions: list[Instruct
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
             assert not is_ignored(source, patterns), f"COPY {source}: left out by .dockerignore"
             copied.append(source.rstrip("/"))
-    for needed in ("pyproject.toml", "README.md", "segment_pipeline", "streamgen", "static"):
+    needed_sources = ("pyproject.toml", "README.md", "clients", "segment_pipeline", "streamgen")
+    for needed in (*needed_sources, "static"):
         assert needed in copied, f"the image needs {needed}"
 
 
@@ -168,3 +169,16 @@ def test_dockerignore_matcher() -> None:
     assert not is_ignored("segment_pipeline/models/m/model.safetensors", ["**/*.mp4", "runs"])
     with pytest.raises(DeployFileError):
         is_ignored("x", ["!x"])
+
+
+def test_the_client_distribution_is_installed_with_the_server(
+    instructions: list[Instruction],
+) -> None:
+    """The server depends on streamgen-client (the wire format): the dependency layer leaves
+    it out (it is not on an index) and one command installs ./clients beside the server."""
+    runs = [i.text for i in instructions if i.keyword == "RUN"]
+    deps = [text for text in runs if "requirements.txt" in text]
+    assert len(deps) == 1 and "clients/pyproject.toml" in deps[0]
+    assert "not d.startswith('streamgen-client')" in deps[0]
+    installs = [text for text in runs if "-e ." in text]
+    assert len(installs) == 1 and "-e ./clients -e ." in installs[0]

@@ -48,3 +48,16 @@ def test_the_client_imports_nothing_of_the_server() -> None:
         for server in ("import segment_pipeline", "from segment_pipeline", "from streamgen ",
                        "from streamgen.", "import streamgen\n", "import streamgen."):  # fmt: skip
             assert server not in text, (path.name, server)
+
+
+def test_only_the_app_factory_imports_the_routes() -> None:
+    """The routes sit on top: what they call (streams, openapi, auth) never imports them back."""
+    edges = graph(PACKAGES)
+    importers = {
+        module
+        for module, targets in edges.items()
+        if not module.startswith("streamgen.routes")
+        and any(t == "streamgen.routes" or t.startswith("streamgen.routes.") for t in targets)
+    }
+    assert importers == {"streamgen.app"}
+    assert "streamgen.routespec" in edges["streamgen.openapi"]

@@ -1,6 +1,6 @@
 """The player's framing code, run in Chromium: the msgpack decoder (WebSocket events) and the
 SSE parser (`POST /generate-stream` read with fetch). Inputs come from the Python side's real
-packers (`msgpack`, `streamgen.transports.sse.format_event`), so both ends must agree."""
+packers (`msgpack`, `streamgen.streams.sse.format_event`), so both ends must agree."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any
 
 import msgpack
 import pytest
+from streamgen_client.wire import sse_comment, sse_retry
 
 from streamgen.broker.base import Event
-from streamgen.transports.sse import format_comment, format_event, format_retry
+from streamgen.streams.sse import format_event
 
 pytestmark = pytest.mark.browser
 
@@ -139,8 +140,8 @@ def _sse_stream() -> tuple[str, bytes]:
     """A stream as the server frames it, plus the fragment it carries."""
     fragment = os.urandom(3000)
     parts = [
-        format_retry(2000),
-        format_comment(),
+        sse_retry(2000),
+        sse_comment(),
         format_event(Event("job_x", 0, "start", {"mime": 'video/mp4; codecs="avc1.64000a"',
                                                  "init_segment": b"\x00\x00\x00\x18ftyp"})),
         format_event(Event("job_x", 1, "progress", {"segment_index": 0, "step": 1,

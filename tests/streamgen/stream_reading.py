@@ -16,7 +16,7 @@ import httpx
 from streamgen_client.sse import SSEParser
 from websockets.asyncio.client import connect
 
-from streamgen.transports.ws import unpack_message
+from streamgen.streams.ws import unpack_message
 
 # A tiny request the embedded model takes quickly: 3 segments (12 + 8 + 8 frames) of 64x64.
 SMALL = {

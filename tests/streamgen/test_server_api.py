@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamgen.transports.ws import unpack_message
+from streamgen.streams.ws import unpack_message
 from tests.server import ServerThread
 from tests.streamgen.stream_reading import SMALL, decode, job_state, poll, wait_finished
 

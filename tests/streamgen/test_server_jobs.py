@@ -18,7 +18,7 @@ from streamgen_client.sse import SSEParser
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streamgen.transports.ws import unpack_message
+from streamgen.streams.ws import unpack_message
 from tests.server import ServerThread, running_server
 from tests.streamgen.stream_reading import (
     SMALL,

@@ -1,5 +1,6 @@
 """Following a job's events for one subscriber: the subscription, its lease, heartbeats and
-the slow-consumer cut-off; and `StreamBody`, the streaming HTTP body built on it.
+the slow-consumer cut-off; and `StreamBody`, the streaming HTTP body built on it, which every
+response form (`sse`, `ndjson`, `mp4`) renders its own way.
 
 Each subscriber reads its own bounded broker subscription (`subscriber_buffer_events`);
 while its connection is slow its writes wait, its queue fills, and the broker cuts it off
@@ -14,13 +15,23 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Protocol
 
-from .broker.base import BacklogTrimmed, BrokerError, Event, SubscriberOverflow, Subscription
-from .errors import BacklogGone, InvalidParameter, ServiceUnavailable, SlowConsumer
-from .jobs import Job, JobManager
-from .jobs.log import log_tail
-from .observability import SLOW_CONSUMERS, SUBSCRIBERS
+from quart import Response
+
+from streamgen.broker.base import (
+    BacklogTrimmed,
+    BrokerError,
+    Event,
+    SubscriberOverflow,
+    Subscription,
+)
+from streamgen.config import Settings
+from streamgen.errors import BacklogGone, InvalidParameter, ServiceUnavailable, SlowConsumer
+from streamgen.events import ErrorPayload
+from streamgen.jobs import Job, JobManager
+from streamgen.jobs.log import log_tail
+from streamgen.observability import SLOW_CONSUMERS, SUBSCRIBERS
 
 _TRIM_RETRIES = 3
 _MAX_BATCH = 64  # events joined into one write for a subscriber that is behind
@@ -43,6 +54,17 @@ class FrameCache:
             if len(self._frames) > self.max_entries:
                 self._frames.popitem(last=False)
         return frame
+
+
+class Serving(Protocol):
+    """What answering with a job reads from the serving app (`routes.state.AppState`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def manager(self) -> JobManager: ...
+
+    frames: FrameCache
 
 
 class Follower:
@@ -274,14 +296,34 @@ class StreamBody:
             self._finalizer.detach()
 
 
-def slow_consumer_fields(cut: SlowConsumer, job_id: str) -> dict[str, Any]:
-    """The JSON fields of the final cut-off message (text transports)."""
-    return {
-        "job_id": job_id,
-        "seq": cut.resume_from - 1,
-        "type": "error",
-        "code": cut.code,
-        "message": cut.message,
-        "param": None,
-        "resume_from": cut.resume_from,
-    }
+def cut_off_payload(cut: SlowConsumer) -> ErrorPayload:
+    """The final message of a subscriber that was cut off: an error naming where to resume.
+    Its seq on the wire is ``resume_from - 1``, the last event it was given."""
+    return ErrorPayload(code=cut.code, message=cut.message, param=None, resume_from=cut.resume_from)
+
+
+async def open_follower(
+    state: Serving, job: Job, from_seq: int, *, holds_lease: bool = False
+) -> Follower:
+    """An opened `Follower` of `job` from `from_seq`; on failure the lease is given back."""
+    follower = Follower(
+        state.manager,
+        job,
+        from_seq,
+        max_pending=state.settings.subscriber_buffer_events,
+        resume_grace_s=state.settings.resume_grace_seconds,
+        holds_lease=holds_lease,
+    )
+    try:
+        return await follower.open()
+    except BaseException:
+        follower.release()
+        raise
+
+
+def streaming_response(body: StreamBody, headers: dict[str, str], job_id: str) -> Response:
+    """A 200 response streaming `body`, with no time limit (Quart would cut a stream after
+    ``RESPONSE_TIMEOUT``)."""
+    response = Response(body, status=200, headers={**headers, "X-Job-Id": job_id})
+    response.timeout = None
+    return response

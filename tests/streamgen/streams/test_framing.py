@@ -9,14 +9,14 @@ import json
 
 import msgpack
 import pytest
+from streamgen_client import wire
 from streamgen_client.sse import SSEParser
 
 from streamgen.broker.base import Event
 from streamgen.errors import InvalidParameter, MalformedRequest, SlowConsumer
 from streamgen.events import ProgressPayload, SegmentPayload, StartPayload, to_data
-from streamgen.streaming import FrameCache, _batches
-from streamgen.transports import mp4, ndjson, sse, ws
-from streamgen.transports.text import text_fields
+from streamgen.streams import mp4, ndjson, sse, ws
+from streamgen.streams.follow import FrameCache, _batches
 
 SEGMENT = Event(
     "job_1",
@@ -28,7 +28,7 @@ ERROR = Event("job_1", 9, "error", {"code": "cancelled", "message": "stop", "par
 
 
 def test_text_fields_base64_bytes_under_suffixed_names() -> None:
-    fields = text_fields(SEGMENT)
+    fields = wire.text_fields(SEGMENT.job_id, SEGMENT.seq, SEGMENT.type, SEGMENT.data)
     assert fields["job_id"] == "job_1" and fields["seq"] == 7 and fields["type"] == "segment"
     assert base64.b64decode(fields["fragment_base64"]) == b"\x00moof\nline"
     assert base64.b64decode(fields["segment_base64"]) == b"seg\r\n"
@@ -46,10 +46,10 @@ def test_sse_event_is_event_id_then_one_data_line() -> None:
 
 
 def test_sse_retry_and_comments() -> None:
-    assert sse.format_retry(2000) == b"retry: 2000\n\n"
-    assert sse.KEEP_ALIVE == sse.format_comment("keep-alive") == b": keep-alive\n\n"
+    assert wire.sse_retry(2000) == b"retry: 2000\n\n"
+    assert wire.SSE_KEEP_ALIVE == wire.sse_comment("keep-alive") == b": keep-alive\n\n"
     with pytest.raises(ValueError):
-        sse.format_comment("two\nlines")
+        wire.sse_comment("two\nlines")
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
@@ -58,8 +58,8 @@ def test_sse_reads_back_what_is_written_in_any_chunking(newline: bytes) -> None:
     # with CRLF line ends (a proxy may rewrite them). The data is compact JSON, so its text
     # holds no raw newline and only the line ends change.
     stream = (
-        sse.format_retry(1500)
-        + sse.KEEP_ALIVE
+        wire.sse_retry(1500)
+        + wire.SSE_KEEP_ALIVE
         + sse.format_event(SEGMENT)
         + sse.format_event(ERROR)
     ).replace(b"\n", newline)
@@ -70,7 +70,9 @@ def test_sse_reads_back_what_is_written_in_any_chunking(newline: bytes) -> None:
             messages += parser.feed(stream[start : start + size])
         assert [m.event for m in messages] == ["segment", "error"]
         assert parser.retry_ms == 1500
-        assert json.loads(messages[0].data) == text_fields(SEGMENT)
+        assert json.loads(messages[0].data) == wire.text_fields(
+            SEGMENT.job_id, SEGMENT.seq, SEGMENT.type, SEGMENT.data
+        )
         assert messages[1].id == "9" and parser.last_event_id == "9"
         assert parser.comments == 1
         assert not parser.pending
@@ -142,7 +144,6 @@ def test_mp4_body_is_init_then_fragments() -> None:
     assert mp4.body_chunk(start) == b"INIT"
     assert mp4.body_chunk(progress) is None
     assert mp4.body_chunk(segment) == b"\x00moof\nline"
-    assert mp4.ends_body(ERROR) and not mp4.ends_body(segment)
 
 
 def test_frame_cache_frames_each_event_once() -> None:

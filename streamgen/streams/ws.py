@@ -1,21 +1,37 @@
-"""WebSocket framing: msgpack binary messages out, JSON commands in, close codes.
+"""A job over a WebSocket: msgpack binary messages out, JSON commands in, close codes.
 
-Server → client: ``{"job_id", "seq", "type", "data"}`` packed with msgpack, bytes raw.
-Client → server (JSON text): a generate request, ``{"subscribe": id, "from_seq": n}`` or
-``{"cancel": true}``. A close frame's reason is a JSON error object cut to the 123 bytes
-RFC 6455 allows.
+Server → client: ``{"job_id", "seq", "type", "data"}`` (`streamgen_client.wire.message`)
+packed with msgpack, bytes raw. Client → server (JSON text): a generate request,
+``{"subscribe": id, "from_seq": n}`` or ``{"cancel": true}``. A close frame's reason is a
+JSON error object cut to the 123 bytes RFC 6455 allows. The route (`streamgen.routes.ws`)
+accepts the connection and starts or finds the job; `send_events` and `listen` answer with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from quart import websocket
 
 from streamgen.broker.base import MAX_SEQ, Event
-from streamgen.errors import InvalidParameter, MalformedRequest, ServiceError
+from streamgen.errors import (
+    Conflict,
+    InvalidParameter,
+    MalformedRequest,
+    ServiceError,
+    SlowConsumer,
+)
+from streamgen.events import ErrorPayload, payload_of
+from streamgen.jobs import Job
+
+from .follow import Follower, Serving
+
+log = logging.getLogger(__name__)
 
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -98,3 +114,44 @@ def close_reason(error: ServiceError, **extra: Any) -> str:
         if not message:
             return json.dumps(head, separators=(",", ":"))[:MAX_REASON_BYTES]
         message = message[: max(0, len(message) - max(4, len(reason) - MAX_REASON_BYTES))]
+
+
+async def listen(state: Serving, job: Job) -> None:
+    """Act on the client's later messages: ``{"cancel": true}`` cancels the job."""
+    while True:
+        message = await websocket.receive()
+        try:
+            command = parse_command(message)
+        except ServiceError as exc:
+            log.info("ws: ignoring a bad message for job %s: %s", job.id, exc)
+            continue
+        if isinstance(command, Cancel):
+            with contextlib.suppress(Conflict):  # it finished meanwhile
+                await state.manager.cancel(job, message="the client cancelled the job")
+
+
+async def send_events(state: Serving, follower: Follower) -> tuple[int, str]:
+    """Send events until the terminal one; the close code and reason to end with."""
+    frames = state.frames
+    async for item in follower.items():
+        if isinstance(item, SlowConsumer):
+            return item.close_code, close_reason(item, resume_from=item.resume_from)
+        if item is None:
+            continue
+        await websocket.send(frames.frame("ws", item, pack_event))
+        if item.terminal:
+            return _close_for(item)
+    return GOING_AWAY, '{"code":"shutting_down","param":null}'
+
+
+def _close_for(event: Event) -> tuple[int, str]:
+    payload = payload_of(event)
+    if not isinstance(payload, ErrorPayload):
+        return NORMAL, ""
+    code = payload.code
+    reason = close_reason(ServiceError(payload.message, code=code))
+    if code == "cancelled":
+        return NORMAL, reason
+    if code == "shutting_down":
+        return GOING_AWAY, reason
+    return SERVER_ERROR, reason
