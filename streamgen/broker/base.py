@@ -20,7 +20,8 @@ Errors::
     ├── BrokerClosed         publish/subscribe after close()
     └── BrokerUnavailable    the backend (Redis) could not be reached in time
 
-Every broker (memory, Redis) passes the same contract tests (tests/streamgen/broker_contract.py).
+Every broker (memory, Redis) passes the same contract tests
+(tests/streamgen/broker/broker_contract.py).
 """
 
 from __future__ import annotations

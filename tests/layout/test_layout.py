@@ -61,3 +61,19 @@ def test_only_the_app_factory_imports_the_routes() -> None:
     }
     assert importers == {"streamgen.app"}
     assert "streamgen.routespec" in edges["streamgen.openapi"]
+
+
+def test_the_tests_mirror_the_source_folders() -> None:
+    """A test folder stands where its code stands: tests/streamgen/jobs for streamgen/jobs,
+    tests/static for static/, tests/docker for docker/ (tests/layout and tests/scaleout,
+    which tests processes on one Redis, are the two that test the whole)."""
+    tests = REPO / "tests"
+    whole = {"layout", "scaleout"}
+    for folder in sorted(p for p in tests.rglob("*") if p.is_dir() and p.name != "__pycache__"):
+        relative = folder.relative_to(tests)
+        if relative.parts[0] in whole:
+            continue
+        source = REPO / relative
+        if relative.parts[0] == "clients":
+            source = REPO / "clients" / "streamgen_client" / Path(*relative.parts[1:])
+        assert source.is_dir(), f"tests/{relative} has no source folder {source.relative_to(REPO)}"

@@ -19,7 +19,7 @@ from segment_pipeline import (
 from segment_pipeline.backends.embedded import EmbeddedGenerator
 from segment_pipeline.backends.ltx import LTXGenerator
 
-from .ltx_tiny import build_tiny_ltx
+from .backends.ltx_tiny import build_tiny_ltx
 from .pattern import PatternGenerator
 
 

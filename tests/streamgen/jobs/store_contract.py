@@ -19,7 +19,7 @@ from streamgen.errors import JobNotFound
 from streamgen.events import CompletePayload, StartPayload
 from streamgen.jobs import Job, JobSpec, JobStore, KeyCharge, publish
 from streamgen.jobs.store import Accept
-from tests.scaleout.test_jobstore import REQUEST, START
+from tests.streamgen.jobs.test_redis_store import REQUEST, START
 
 SCENARIO_TIMEOUT_S = 20.0
 Stores = tuple[JobStore, JobStore]

@@ -1,4 +1,4 @@
-"""The job-store contract (`jobstore_contract`) against both stores: `MemoryJobStore`, and
+"""The job-store contract (`store_contract`) against both stores: `MemoryJobStore`, and
 `RedisJobStore` on a private redis-server (an API replica and a worker, two stores on one
 Redis, in a namespace of their own per test)."""
 
@@ -14,9 +14,9 @@ from streamgen.broker import MemoryBroker
 from streamgen.config import Settings
 from streamgen.jobs import MemoryJobStore
 from tests.redis_server import RedisServer, running_redis
-from tests.scaleout.test_jobstore import store
+from tests.streamgen.jobs.test_redis_store import store
 
-from .jobstore_contract import JobStoreContract, Stores
+from .store_contract import JobStoreContract, Stores
 
 
 class TestMemoryJobStoreContract(JobStoreContract):

@@ -1,6 +1,6 @@
 """`RedisJobStore` in this process on a private redis-server (no model, no HTTP): atomic
 claims by competing workers, the reaper, fencing of a worker that lost its job, and a claim
-that keeps the whole spec. What every store does alike is in `jobstore_contract`."""
+that keeps the whole spec. What every store does alike is in `store_contract`."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from streamgen.config import Settings
 from streamgen.errors import JobNotFound
 from streamgen.jobs import Job, JobSpec, JobStore, MemoryJobStore, RedisJobStore
 from tests.redis_server import RedisServer, running_redis
-from tests.scaleout.test_jobstore import REQUEST, store
+from tests.streamgen.jobs.test_redis_store import REQUEST, store
 
 
 @pytest.fixture(scope="module")

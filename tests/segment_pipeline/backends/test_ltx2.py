@@ -28,8 +28,8 @@ from segment_pipeline.backends.ltx2 import LTX2Generator
 from tests.server import ServerThread
 from tests.streamgen.stream_reading import b64, read_sse
 
+from ..test_audio import clicks, onsets
 from .ltx2_tiny import build_tiny_ltx2
-from .test_audio import clicks, onsets
 
 AAC_FRAME_S = 1024 / SAMPLE_RATE
 SMALL = {"width": 32, "height": 32, "fps": 8.0, "num_frames": 21, "segment_frames": 9,
