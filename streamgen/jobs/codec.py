@@ -34,12 +34,20 @@ Flat = str | int | bytes
 """What a store keeps in one field (Redis hands every one back as bytes)."""
 
 # The values of a record: its request, its error; its terminal event ----------------------
-_REQUEST_FIELDS = (
-    "prompt", "negative_prompt", "seed", "width", "height", "fps", "total_frames",
-    "num_inference_steps", "guidance_scale", "segment_frames", "overlap_frames",
-)  # fmt: skip
-_LATER_FIELDS = {"audio_scale": 1.0}  # fields added since the first release, with defaults
 _ARRAY_FIELDS = ("reference_image", "extend_video")
+_INPUT_FIELDS = (*_ARRAY_FIELDS, "audio")  # packed apart (`pack_arrays`): the pixels and sound
+# Every other field of the request, read from the dataclass so none can be forgotten; one
+# with a default may be absent from a record written before it existed.
+_REQUEST_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(ResolvedRequest)
+    if f.name not in _INPUT_FIELDS and f.default is dataclasses.MISSING
+)
+_LATER_FIELDS = {
+    f.name: f.default
+    for f in dataclasses.fields(ResolvedRequest)
+    if f.name not in _INPUT_FIELDS and f.default is not dataclasses.MISSING
+}
 
 
 def pack_request(request: ResolvedRequest, *, arrays: bool = True) -> bytes:

@@ -217,3 +217,14 @@ def test_a_request_and_its_pixels_survive_the_round_trip() -> None:
     assert back == request  # arrays are not compared by the dataclass
     assert back.reference_image is not None and np.array_equal(back.reference_image, image)
     assert unpack_request(pack_request(request, arrays=False)).reference_image is None
+
+
+def test_every_field_of_the_request_is_kept_even_one_added_later() -> None:
+    # A field with a default must be given another value above, else losing it would pass.
+    for item in dataclasses.fields(ResolvedRequest):
+        if item.default is not dataclasses.MISSING and item.compare:
+            assert getattr(REQUEST, item.name) != item.default, f"give REQUEST a {item.name}"
+    back = unpack_request(pack_request(REQUEST, arrays=False))
+    for item in dataclasses.fields(ResolvedRequest):
+        if item.compare:
+            assert getattr(back, item.name) == getattr(REQUEST, item.name), item.name
