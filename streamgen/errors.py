@@ -29,6 +29,8 @@ maps Quart's (werkzeug's) HTTP exceptions, so bad input never comes back as a ba
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from segment_pipeline import (
@@ -225,3 +227,17 @@ def from_http_exception(status: int, description: str) -> ServiceError:
         error.status = status
         return error
     return cls(description)
+
+
+@contextmanager
+def unavailable(what: str, *, code: str | None = None) -> Iterator[None]:
+    """Inside, a `BrokerError` (Redis away past its retries, a closed broker) becomes
+    `ServiceUnavailable` (503) ``from`` it: "the {what} is unavailable: {error}". The one
+    place broker errors meet HTTP statuses."""
+    from .broker.base import BrokerError  # the broker package imports nothing from here
+
+    try:
+        yield
+    except BrokerError as exc:
+        extra = {} if code is None else {"code": code}
+        raise ServiceUnavailable(f"the {what} is unavailable: {exc}", **extra) from exc

@@ -1,5 +1,6 @@
 """Talking to Redis, shared by the Redis broker and the Redis job store: one way to connect,
-one mapping of redis-py's connection errors onto the broker's own, one retry loop.
+one mapping of redis-py's connection errors onto the broker's own, one retry loop and the
+one client that uses it (`RetryingRedis`).
 
 redis-py's own retries are switched off (`connect`): a caller retries with `retrying`,
 which backs off from 50 ms up to `max_backoff_s` and, once `timeout_s` has passed, raises
@@ -10,8 +11,8 @@ raises `BrokerClosed`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
@@ -91,22 +92,57 @@ async def retrying(
 
 class RetryingRedis:
     """A client for `url` whose commands retry (`retrying`) for at most `timeout_s` each:
-    ``await redis.call("what it does", lambda: redis.client.get(key))``."""
+    ``await redis.call("what it does", lambda: redis.client.get(key))``. The one retrying
+    client of the broker, the job store and the key stores.
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    `where` names this Redis in errors (default: its redacted URL); `scripts` are Lua
+    sources registered by name, run with `script`; `retries` counts retried commands.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        *,
+        where: str | None = None,
+        max_backoff_s: float = 2.0,
+        scripts: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.where = where or f"Redis at {redact(url)}"
+        self.max_backoff_s = max_backoff_s
         self.client: Redis = connect(url)
         self.closed = False
+        self.retries = 0
+        self.scripts = {
+            name: self.client.register_script(source) for name, source in (scripts or {}).items()
+        }
 
     async def call(self, what: str, command: Callable[[], Awaitable[T]]) -> T:
+        """`command()` until Redis answers (`what` says what it does, in errors)."""
+        return await self.call_attempts(what, lambda _: command())
+
+    async def call_attempts(self, what: str, command: Callable[[int], Awaitable[T]]) -> T:
+        """`command(attempt)`, for a command that must know it is being retried (attempt > 0:
+        its reply may have been lost after it ran)."""
         return await retrying(
             what,
-            lambda _: command(),
-            where=f"Redis at {redact(self.url)}",
+            command,
+            where=self.where,
             timeout_s=self.timeout_s,
             closed=lambda: self.closed,
+            max_backoff_s=self.max_backoff_s,
+            on_retry=self._count_retry,
         )
+
+    async def script(self, name: str, what: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run the registered script `name` with retries."""
+        script = self.scripts[name]
+        return await self.call(what, lambda: script(keys=keys, args=args))
+
+    def _count_retry(self) -> None:
+        self.retries += 1
 
     async def aclose(self) -> None:
         self.closed = True

@@ -37,6 +37,7 @@ from ..errors import (
     QueueFull,
     ServiceUnavailable,
     from_pipeline_error,
+    unavailable,
 )
 from ..events import ErrorPayload, QueuedPayload
 from ..observability import JOB_ID
@@ -125,10 +126,8 @@ class JobManager:
 
     async def counts(self) -> tuple[int, int]:
         """(queued, running) jobs: this process's, or the whole cluster's with Redis."""
-        try:
+        with unavailable("job store"):
             return await self.store.counts()
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
 
     async def video_file(self, job: Job) -> Path:
         """The finished job's MP4 on this machine (init + every fragment).
@@ -147,10 +146,8 @@ class JobManager:
         path = self.videos_dir / f"{job.id}.mp4"
         if path.exists():
             return path
-        try:
+        with unavailable("broker"):
             events = await self.broker.backlog(job.id, 0)
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
         data = assemble_video(job, events)
         partial = path.with_suffix(f".{secrets.token_hex(4)}.part")
         await asyncio.to_thread(partial.write_bytes, data)
@@ -211,7 +208,7 @@ class JobManager:
         JOB_ID.set(job_id)
         notice = await self._queue_notice(live, queued)
         job.state.estimated_start_at = None if notice is None else notice.estimated_start_at
-        try:
+        with unavailable("broker"):
             await self.store.create(job)
             try:
                 await publish(self.broker, job, start_payload(job))
@@ -221,8 +218,6 @@ class JobManager:
                 await self.store.discard(job)
                 raise
             await self.store.enqueue(job)
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
         return job
 
     async def is_active(self, job_id: str) -> bool:
@@ -236,10 +231,8 @@ class JobManager:
         """Cancel `job` (409 `Conflict` when it already finished). A queued job ends at
         once; a running one is stopped by its worker within one denoising step."""
         message = message or "the job was cancelled"
-        try:
+        with unavailable("job store"):
             outcome = await self.store.cancel(job, code, message)
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
         if outcome == "finished":
             raise Conflict(f"job {job.id} already {job.state.status}", param="job_id")
         if outcome == "queued":
@@ -251,7 +244,7 @@ class JobManager:
     ) -> JobPage:
         """A page of jobs in creation order (see `JobStore.page`); with `owner`, only the
         jobs of that API key (the store's pages are read on until the page is full)."""
-        try:
+        with unavailable("job store"):
             if owner is None:
                 return await self.store.page(after, limit, newest_first)
             mine: list[Job] = []
@@ -261,22 +254,18 @@ class JobManager:
                 if len(mine) > limit or not page.has_more or not page.jobs:
                     return JobPage(mine[:limit], len(mine) > limit or page.has_more)
                 after = page.jobs[-1].id
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
 
     async def delete(self, job: Job, wait_s: float = DELETE_WAIT_S) -> None:
         """Forget `job`: its record, its file and its events. One that has not ended is
         cancelled first (it stops within one denoising step) and deleted once it has;
         `Conflict` (409) when it has not stopped within `wait_s` seconds."""
-        try:
+        with unavailable("job store"):
             if not job.state.finished:
                 with contextlib.suppress(Conflict):  # it ended meanwhile
                     await self.cancel(job, "cancelled", "the job was deleted")
                 await self._until_ended(job, wait_s)
             await self.store.delete(job)
             await self.broker.drop(job.id)
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the job store is unavailable: {exc}") from exc
 
     async def _until_ended(self, job: Job, wait_s: float) -> None:
         """Until `job`'s terminal event is published (its state is final by then). The

@@ -16,32 +16,35 @@ import time
 import msgpack
 
 from ..broker.base import Broker, BrokerUnavailable
-from ..broker.redis_ops import REDIS_DOWN
+from ..broker.redis_ops import REDIS_DOWN, RetryingRedis
 from ..errors import GenerationFailed
 from ..events import ErrorPayload, Terminal
 from .codec import pack, pack_error, pack_terminal, pairs, text, unpack_terminal
 from .log import publish_terminal
 from .record import cancel_error
-from .redis_schema import JobsRedis
+from .redis_schema import RedisKeys
 from .store import JobStore
 
 log = logging.getLogger(__name__)
 
 
 class Reaper:
-    """Reaps for one Redis job `store` (see the module docstring) through its `redis`;
+    """Reaps for one Redis job `store` (see the module docstring) through its `redis` and `keys`;
     `dead_ms` is how long a worker may go without heartbeating (milliseconds)."""
 
-    def __init__(self, store: JobStore, redis: JobsRedis, broker: Broker, dead_ms: int) -> None:
+    def __init__(
+        self, store: JobStore, redis: RetryingRedis, keys: RedisKeys, broker: Broker, dead_ms: int
+    ) -> None:
         self.store = store
         self.redis = redis
+        self.keys = keys
         self.broker = broker
         self.dead_ms = dead_ms
 
     async def reap(self) -> None:
         """End or requeue up to 16 `active` jobs whose deadline passed (each leased to this
         reaper for `worker_dead_after_seconds`, so one reaper handles each)."""
-        redis, keys = self.redis, self.redis.keys
+        redis, keys = self.redis, self.keys
         reply = await redis.script("due", "find lapsed jobs", [keys.active], [self.dead_ms, 16])
         lease, due = int(reply[0]), [text(item) for item in reply[1]]
         for job_id in due:
@@ -53,14 +56,14 @@ class Reaper:
                 log.exception("reaping job %s failed", job_id)
 
     async def _reap_one(self, job_id: str, lease: int) -> None:
-        store, redis, keys = self.store, self.redis, self.redis.keys
-        client = redis.client()
+        store, redis, keys = self.store, self.redis, self.keys
+        client = redis.client
         key = keys.job(job_id)
         fields = ("status", "attempt", "max_attempts", "cancel", "terminal", "worker")
-        values = await redis.command(f"read job {job_id}", lambda: client.hmget(key, fields))
+        values = await redis.call(f"read job {job_id}", lambda: client.hmget(key, fields))
         status, attempt, max_attempts, cancel, stored_terminal, worker = values
         if status is None:
-            await redis.command("forget a gone job", lambda: client.zrem(keys.active, job_id))
+            await redis.call("forget a gone job", lambda: client.zrem(keys.active, job_id))
             return
         job = await store.get(job_id)
         if status == b"running":
@@ -114,7 +117,7 @@ class Reaper:
     async def prune_index(self, older_than_s: float, batch: int = 100) -> None:
         """Drop from the listing index up to `batch` ids older than `older_than_s` whose
         records expired (a finished job's record lives `backlog_ttl_seconds`)."""
-        client, keys = self.redis.client(), self.redis.keys
+        client, keys = self.redis.client, self.keys
         cutoff = int((time.time() - older_than_s) * 1_000_000)
 
         async def prune() -> None:
@@ -130,12 +133,12 @@ class Reaper:
             if gone:
                 await client.zrem(keys.index, *gone)
 
-        await self.redis.command("prune the listing index", prune)
+        await self.redis.call("prune the listing index", prune)
 
     async def reap_orphans(self) -> None:
         """Ask the workers of request-scoped running jobs that no replica holds a lease on
         any more (their replicas died) to stop."""
-        redis, keys = self.redis, self.redis.keys
+        redis, keys = self.redis, self.keys
         request = pack({"code": "cancelled", "message": "the last subscriber disconnected"})
         orphans = await redis.script(
             "orphans",

@@ -19,16 +19,12 @@ Each script's comment lists its KEYS and ARGV. Times inside scripts are Redis's 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-
-from ..broker.base import BrokerClosed
-from ..broker.redis_ops import connect, retrying
-
-T = TypeVar("T")
+from ..background import TaskSet
+from ..broker.base import Broker
+from ..broker.redis_ops import RetryingRedis
+from ..config import Settings
 
 
 @dataclass(frozen=True)
@@ -302,7 +298,7 @@ return 1
 # KEYS: job, active, queue. ARGV: job id, worker, attempt, channel, message. Refused (0) when
 # the job is no longer this worker's, or a cancel was asked for (the worker ends it instead).
 
-_SOURCES = {
+SCRIPTS = {
     "create": _CREATE_LUA, "enqueue": _ENQUEUE_LUA, "claim": _CLAIM_LUA,
     "heartbeat": _HEARTBEAT_LUA, "record": _RECORD_LUA, "finish": _FINISH_LUA,
     "settle": _SETTLE_LUA, "cancel": _CANCEL_LUA, "due": _DUE_LUA, "lapse": _LAPSE_LUA,
@@ -311,46 +307,23 @@ _SOURCES = {
 }  # fmt: skip
 
 
-class JobsRedis:
-    """The job store's Redis: one client with every script registered, run with retries
-    (for at most `op_timeout_s` seconds each). `closed` is set by the owner when it closes.
+@dataclass(frozen=True)
+class StoreContext:
+    """What the parts of one Redis job store share (`redis_store` composes them): the
+    client, the key names, this process's identity, its background tasks and timings.
+
+    `dead_ms`: how long a worker may go without heartbeating; `lease_ms`: how long a
+    replica's lease on a request-scoped job outlives it; `finished_ttl_ms`: how long a
+    finished job's record lives; `poll_s`: how often a claimer looks without a wake-up.
     """
 
-    def __init__(self, url: str, keys: RedisKeys, op_timeout_s: float) -> None:
-        self.url = url
-        self.keys = keys
-        self.op_timeout_s = op_timeout_s
-        self.closed = False
-        self._redis: Redis | None = None
-        self._scripts: dict[str, Any] = {}
-
-    def open(self) -> None:
-        """Make the client (it connects on first use)."""
-        self._redis = connect(self.url)
-        self._scripts = {name: self._redis.register_script(src) for name, src in _SOURCES.items()}
-
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-
-    def client(self) -> Redis:
-        if self._redis is None:
-            raise BrokerClosed("the job store is not started: call `await store.start()`")
-        return self._redis
-
-    async def script(self, name: str, what: str, keys: list[str], args: list[Any]) -> Any:
-        """Run the script `name` with retries (`what` names it in errors)."""
-        script = self._scripts[name]
-        return await self.command(what, lambda: script(keys=keys, args=args))
-
-    async def command(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` (a Redis command) until Redis answers, for at most `op_timeout_s`."""
-        if self._redis is None:
-            raise BrokerClosed(f"cannot {what}: the job store is not started")
-        return await retrying(
-            what,
-            lambda _: call(),
-            where="Redis (job store)",
-            timeout_s=self.op_timeout_s,
-            closed=lambda: self.closed,
-        )
+    settings: Settings
+    broker: Broker
+    redis: RetryingRedis
+    keys: RedisKeys
+    identity: str
+    tasks: TaskSet
+    dead_ms: int
+    lease_ms: int
+    finished_ttl_ms: int
+    poll_s: float

@@ -109,7 +109,7 @@ def test_expired_records_are_skipped_and_pruned(redis_server: RedisServer) -> No
             jobs = [_job() for _ in range(4)]
             for job in jobs:
                 await store.create(job)
-            client = store.redis.client()
+            client = store.redis.client
             await client.delete(store.keys.job(jobs[1].id))  # as if its TTL ran out
             page = await store.page(None, 2, newest_first=False)
             assert [j.id for j in page.jobs] == [jobs[0].id, jobs[2].id] and page.has_more

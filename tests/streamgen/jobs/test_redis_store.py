@@ -94,7 +94,7 @@ def test_a_silent_worker_loses_its_job_and_cannot_write_it_any_more(
             async with store(redis_server.url, "dead") as dead:
                 taken = await dead.claim()
                 assert taken is not None and taken.id == job.id
-                dead._keeper.cancel()  # type: ignore[union-attr]  # it stops heartbeating
+                dead.control._keeper.cancel()  # type: ignore[union-attr]  # it stops heartbeating
                 seen = await api.get(job.id)
                 assert seen.state.status == "running" and seen.state.worker == "dead"
                 await asyncio.wait_for(seen.done.wait(), 10)  # the api's reaper ends it
@@ -118,7 +118,7 @@ def test_a_retried_job_goes_back_to_the_queue_once(redis_server: RedisServer) ->
                 async with store(redis_server.url, f"w{attempt}") as worker:
                     taken = await worker.claim()
                     assert taken is not None and taken.state.attempt == attempt
-                    worker._keeper.cancel()  # type: ignore[union-attr]
+                    worker.control._keeper.cancel()  # type: ignore[union-attr]
                     seen = await api.get(job.id)
                     if attempt == 1:
 
