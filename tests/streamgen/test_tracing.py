@@ -71,7 +71,10 @@ def test_a_stream_is_traced_from_request_to_encode(
     published = [s.attributes["streamgen.event"] for s in children if s.name == "publish"]
     assert published.count("segment") == len(segments) and published[-1] == "complete"
     segment_ids = {s.context.span_id for s in segments}
-    encodes = [s for s in finished if s.name == "encode" and s.parent.span_id in segment_ids]
+    encodes = [  # spans of jobs from other modules' tests on the shared server have no parent
+        s for s in finished
+        if s.name == "encode" and s.parent is not None and s.parent.span_id in segment_ids
+    ]  # fmt: skip
     assert len(encodes) == len(segments)
 
 
