@@ -1,6 +1,7 @@
 """Background tasks that belong to an owner (a store, the manager): kept referenced until
 they end (asyncio holds only weak references to tasks), their failures logged, and
-waited for or cancelled when the owner closes."""
+waited for or cancelled when the owner closes. And `woken`, how an owner's loop waits for
+a signal or a period, whichever comes first."""
 
 from __future__ import annotations
 
@@ -47,3 +48,9 @@ class TaskSet:
             exc = task.exception()
             if exc is not None and not isinstance(exc, self._quiet):
                 self._log.error("%s background task failed: %r", self._what, exc)
+
+
+async def woken(event: asyncio.Event, timeout_s: float | None) -> None:
+    """Wait until `event` is set or `timeout_s` seconds have passed (None: no limit)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout_s)

@@ -1,5 +1,6 @@
-"""One job a worker holds: where its segment loop stands, its encoder thread, the file it
-writes (memory store), its event publisher and its clock.
+"""One job a worker holds (`ActiveJob`): where its segment loop stands, its encoder thread,
+the file it writes (memory store), its event publisher and its clock; and the set of them
+(`ActiveJobs`) that the worker's claim and run loops share.
 
 Threads hand it events with `post` (``loop.call_soon_threadsafe``): the generator thread
 its progress, its encoder thread its segments, in the order they happen; its publisher task
@@ -17,10 +18,11 @@ segments of later segments, so the log has no gap and no double.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import BinaryIO
 
@@ -288,3 +290,40 @@ class ActiveJob:
         with tracing.current("publish", self.span, {"streamgen.event": terminal.type}):
             await publish_terminal(self.broker, self.store, job, terminal)
         return {"streamgen.status": status, "streamgen.segments": job.state.segments_done}
+
+
+class ActiveJobs:
+    """The jobs a worker holds, by id, and the signals between the loops that share them:
+    `run_wake` (a job joined, left or can go on: the run loop looks again) and `claim_wake`
+    (room or admission changed: a waiting claim looks again). `stopping`: the worker takes
+    no more jobs."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ActiveJob] = {}
+        self._order = itertools.count()
+        self.run_wake = asyncio.Event()
+        self.claim_wake = asyncio.Event()
+        self.stopping = False
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[ActiveJob]:
+        return iter(list(self._by_id.values()))  # a copy: jobs leave while it is walked
+
+    @property
+    def live(self) -> list[ActiveJob]:
+        return [active for active in self if active.job.spec.live]
+
+    def add(self, job: Job, broker: Broker, store: JobStore) -> ActiveJob:
+        """Hold `job` (on the running loop), in the order jobs arrive here."""
+        active = ActiveJob(job, broker, store, order=next(self._order))
+        self._by_id[job.id] = active
+        return active
+
+    def remove(self, active: ActiveJob) -> None:
+        self._by_id.pop(active.job.id, None)
+
+    def changed(self) -> None:
+        """A job joined, left or can go on: the run loop looks again."""
+        self.run_wake.set()

@@ -1,12 +1,20 @@
 """What a worker reports of its load, through the job store, to whoever asks: API replicas
 (estimated start times, `Retry-After`) and `/health` (running streams, their real-time
 factors). One report per worker, replaced every heartbeat; a report older than
-`worker_dead_after_seconds` is ignored."""
+`worker_dead_after_seconds` is ignored. `LoadReporter` is how a worker sends its reports."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ..background import TaskSet
+
+REPORT_EVERY_S = 0.25  # load reports after batches, at most this often
 
 
 @dataclass(frozen=True)
@@ -64,3 +72,41 @@ def estimated_start(
         return None
     slots.sort()
     return slots[min(position, len(slots) - 1)]
+
+
+class LoadReporter:
+    """Sends a worker's load (`measure()`) with `send` (the store's `report_load`): every
+    `period_s` seconds (`loop`, the heartbeat), at once when a job joins or leaves
+    (`report`, `report_soon`), and after batches at most every `REPORT_EVERY_S`
+    (`after_batch`). Best effort: a report that fails is replaced by the next one."""
+
+    def __init__(
+        self,
+        measure: Callable[[], WorkerLoad],
+        send: Callable[[WorkerLoad], Awaitable[None]],
+        tasks: TaskSet,
+        period_s: float,
+    ) -> None:
+        self._measure = measure
+        self._send = send
+        self._tasks = tasks
+        self._period_s = period_s
+        self._reported_at = 0.0  # time.monotonic()
+
+    async def report(self) -> None:
+        self._reported_at = time.monotonic()
+        with contextlib.suppress(Exception):  # best effort: the next report comes soon
+            await self._send(self._measure())
+
+    def report_soon(self) -> None:
+        """Report in the background (on the running loop)."""
+        self._tasks.spawn(self.report())
+
+    def after_batch(self) -> None:
+        if time.monotonic() - self._reported_at >= REPORT_EVERY_S:
+            self.report_soon()
+
+    async def loop(self) -> None:
+        while True:
+            await self.report()
+            await asyncio.sleep(self._period_s)  # the report's period

@@ -1,13 +1,12 @@
 """API keys: who may use the server and how much (see `gate`)."""
 
-from .gate import Charge, KeyGate, rate_headers, secret_from
+from .gate import KeyGate, rate_headers, secret_from
 from .model import ApiKey, KeyFormatError, KeyPolicy, digest_of, new_key
 from .store import FileKeyStore, KeyStore, RedisKeyStore, default_keys_file
 from .usage import MemoryUsage, RedisUsage, Usage, Window
 
 __all__ = [
     "ApiKey",
-    "Charge",
     "FileKeyStore",
     "KeyFormatError",
     "KeyGate",

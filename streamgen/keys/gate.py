@@ -23,7 +23,6 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from segment_pipeline import ResolvedRequest
@@ -31,7 +30,7 @@ from segment_pipeline import ResolvedRequest
 from ..broker.base import BrokerError
 from ..config import Settings
 from ..errors import Forbidden, ServiceUnavailable, TooManyRequests, Unauthorized
-from ..jobs.record import Job
+from ..jobs.record import Job, KeyCharge
 from .model import ApiKey, digest_of
 from .store import FileKeyStore, KeyStore, RedisKeyStore, default_keys_file
 from .usage import IsActive, MemoryUsage, RedisUsage, Usage, Window, seconds_to_midnight, utc_day
@@ -40,16 +39,6 @@ log = logging.getLogger("streamgen.keys")
 
 JOBS_RETRY_AFTER_S = 5
 MIN_UNBOUNDED_S = 1.0  # an unbounded stream needs at least this much quota left
-
-
-@dataclass(frozen=True)
-class Charge:
-    """What admitting one job took from its key: `seconds` of the quota of UTC `day`, and
-    the cap an unbounded job gets (0: the server's `max_unbounded_seconds`)."""
-
-    seconds: float = 0.0
-    cap_seconds: float = 0.0
-    day: int = 0
 
 
 def secret_from(authorization: str | None, x_api_key: str | None, query: str | None) -> str:
@@ -137,12 +126,13 @@ class KeyGate:
         priority: int,
         job_id: str,
         is_active: IsActive,
-    ) -> Charge:
+    ) -> KeyCharge:
         """Check `request` against `key`'s policy, count the job among the key's jobs and
-        take its video seconds from today's quota. Raises `Forbidden` (403, naming the
-        field) or `TooManyRequests` (429). Undo with `release`."""
+        take its video seconds from today's quota: what was taken, as the job keeps it
+        (nothing in open mode). Raises `Forbidden` (403, naming the field) or
+        `TooManyRequests` (429). Undo with `release`."""
         if key is None:
-            return Charge()
+            return KeyCharge()
         policy = key.policy
         if priority > policy.max_priority:
             raise Forbidden(
@@ -181,7 +171,7 @@ class KeyGate:
                 await self.usage.release(key.id, job_id)
             raise
 
-    async def _charge(self, key: ApiKey, seconds: float, unbounded: bool) -> Charge:
+    async def _charge(self, key: ApiKey, seconds: float, unbounded: bool) -> KeyCharge:
         quota, now = key.policy.daily_seconds, time.time()
         day = utc_day(now)
         cap = math.inf
@@ -202,14 +192,15 @@ class KeyGate:
                 param="seconds",
                 code="quota_exceeded",
             )
-        return Charge(seconds, cap if unbounded and math.isfinite(cap) else 0.0, day)
+        cap_s = cap if unbounded and math.isfinite(cap) else 0.0
+        return KeyCharge(key.id, charged_seconds=seconds, charged_day=day, cap_seconds=cap_s)
 
-    async def release(self, key: ApiKey | None, job_id: str, charge: Charge) -> None:
+    async def release(self, job_id: str, charge: KeyCharge) -> None:
         """Undo `admit_job` for a job that was not created."""
-        if key is None:
+        if charge.key_id is None:
             return
         with _reachable("give back the API key's job and seconds"):
-            await self._give_back(key.id, job_id, charge.seconds, charge.day)
+            await self._give_back(charge.key_id, job_id, charge.charged_seconds, charge.charged_day)
 
     async def _give_back(self, key_id: str, job_id: str, seconds: float, day: int) -> None:
         """`job_id` no longer counts among the key's jobs; `seconds` go back to `day`."""

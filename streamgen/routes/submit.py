@@ -13,7 +13,7 @@ import asyncio
 
 from segment_pipeline import PipelineError, ResolvedRequest, remix
 from streamgen.errors import from_pipeline_error
-from streamgen.jobs import Job, KeyCharge, Submission, new_job_id
+from streamgen.jobs import Job, Submission, new_job_id
 from streamgen.protocol import GenerationParams, to_generation_request
 
 from .state import AppState, current_key
@@ -93,14 +93,9 @@ async def _queue(
                 remixed_from=remixed_from,
                 listed=listed,
                 job_id=job_id,
-                charge=KeyCharge(
-                    key_id=None if key is None else key.id,
-                    charged_seconds=charge.seconds,
-                    charged_day=charge.day,
-                    cap_seconds=charge.cap_seconds,
-                ),
+                charge=charge,
             ),
         )
     except BaseException:
-        await gate.release(key, job_id, charge)
+        await gate.release(job_id, charge)
         raise

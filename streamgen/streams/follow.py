@@ -21,13 +21,12 @@ from quart import Response
 
 from streamgen.broker.base import (
     BacklogTrimmed,
-    BrokerError,
     Event,
     SubscriberOverflow,
     Subscription,
 )
 from streamgen.config import Settings
-from streamgen.errors import BacklogGone, InvalidParameter, ServiceUnavailable, SlowConsumer
+from streamgen.errors import BacklogGone, InvalidParameter, SlowConsumer, unavailable
 from streamgen.events import ErrorPayload
 from streamgen.jobs import Job, JobManager
 from streamgen.jobs.log import log_tail
@@ -112,7 +111,7 @@ class Follower:
     async def _subscribe(self) -> Subscription:
         broker, job_id = self.manager.broker, self.job.id
         from_seq = self.from_seq
-        try:
+        with unavailable("broker"):
             await self._check_not_past_end()
             if self.job.state.finished and await broker.start_event(job_id) is None:
                 raise BacklogGone(
@@ -133,8 +132,6 @@ class Follower:
                 f"the backlog of job {job_id} rolls over faster than it can be read",
                 resume_from=from_seq,
             )
-        except BrokerError as exc:
-            raise ServiceUnavailable(f"the broker is unavailable: {exc}") from exc
 
     async def _check_not_past_end(self) -> None:
         """A resume point past the job's next event would wait for events that may never
