@@ -59,10 +59,11 @@ class Settings:
     startup_buffer_seconds: float = 1.0  # a live segment is due this long before it plays
     live_lead_seconds: float = 2.0  # a live stream this far ahead yields to offline work
     live_max_ahead_seconds: float = 10.0  # ...and this far ahead waits (room for joiners)
-    live_utilization: float = 0.9  # share of a worker's time its live streams may need
+    live_utilization: float = 1.0  # share of a worker's time its live streams may need
     max_unbounded_seconds: float = 3600.0  # an unbounded job completes after this much video
     max_job_seconds: float = 6 * 3600.0  # a job running this long (wall time) fails; 0: never
-    calibrate_when_idle: bool = True  # measure batches of the default request while idle
+    calibrate_at_start: bool = True  # measure batch sizes 1 and max before taking jobs
+    calibrate_when_idle: bool = True  # ...and the sizes between while idle
     max_body_bytes: int = 32 * MiB
     cors_allowed_origins: str = ""  # origins (comma-separated; "*": any) whose pages may call
     subscriber_buffer_events: int = 256

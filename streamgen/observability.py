@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 from prometheus_client import (
@@ -35,6 +35,9 @@ from prometheus_client import (
 )
 
 from . import tracing
+
+if TYPE_CHECKING:
+    from .jobs.pace import SegmentTiming
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
@@ -102,6 +105,25 @@ STALLED_CLIENTS = Counter(
     "streamgen_stalled_client_cutoffs", "Connections cut for reading nothing (write timeout)",
     registry=REGISTRY,
 )  # fmt: skip
+LIVE_FIRST_SEGMENT = Histogram(
+    "streamgen_live_first_segment_seconds", "From a live stream's creation to its first segment",
+    registry=REGISTRY, buckets=_SECONDS,
+)  # fmt: skip
+LIVE_SLACK = Histogram(
+    "streamgen_live_deadline_slack_seconds",
+    "A live segment's arrival before its viewer plays it (negative: a deadline miss)",
+    registry=REGISTRY, buckets=(-5, -2, -1, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)  # fmt: skip
+LIVE_MISSES = Counter(
+    "streamgen_live_deadline_misses",
+    "Live segments that arrived after the viewer's buffer ran out",
+    registry=REGISTRY,
+)  # fmt: skip
+LIVE_GAP_ERROR = Histogram(
+    "streamgen_live_arrival_jitter_seconds",
+    "|gap between two live segments' arrivals - the first one's video seconds|",
+    registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)  # fmt: skip
 REDIS_RETRIES = Counter(
     "streamgen_redis_retries", "Redis calls retried after a connection failure",
     registry=REGISTRY,
@@ -130,6 +152,17 @@ def job_event(job_created_at: float, data: dict[str, Any], kind: str, rtf: float
             REALTIME_FACTOR.observe(rtf)
     elif kind == "error":
         JOB_OUTCOMES.labels(str(data.get("code") or "error")).inc()
+
+
+def live_segment(timing: SegmentTiming, first_segment_s: float | None) -> None:
+    """Count how a live segment's arrival suited its viewer (where it is published)."""
+    LIVE_SLACK.observe(timing.slack)
+    if timing.slack < 0:
+        LIVE_MISSES.inc()
+    if timing.gap_error is not None:
+        LIVE_GAP_ERROR.observe(abs(timing.gap_error))
+    if first_segment_s is not None:
+        LIVE_FIRST_SEGMENT.observe(first_segment_s)
 
 
 def note_key(key_id: str) -> None:

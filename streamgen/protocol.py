@@ -290,6 +290,16 @@ class StreamInfo(BaseModel):
     live: bool
     realtime_factor: float | None = Field(description="Video seconds made / wall seconds.")
     video_seconds: float
+    # A live stream's viewer, who plays startup_buffer_seconds after its first segment:
+    first_segment_seconds: float | None = None  # from its creation to its first segment
+    deadline_miss_rate: float | None = None  # share of segments after its buffer ran out
+    jitter_seconds: float | None = None  # standard deviation of (arrival gap - segment s)
+
+
+class CostModelInfo(BaseModel):
+    """Where a worker's batch-cost estimates (admission, estimated starts) come from."""
+
+    source: Literal["none", "startup calibration", "measured"]
 
 
 class WorkerInfo(BaseModel):
@@ -302,6 +312,7 @@ class WorkerInfo(BaseModel):
     max_jobs: int
     accepts_live: bool
     utilization: float | None = Field(description="Share of its time its live streams need.")
+    cost_model: CostModelInfo
     streams: list[StreamInfo]
 
 

@@ -118,6 +118,8 @@ async def open_runtime(
         await keys.close()
         await broker.close()
         raise
+    if worker is not None:
+        await worker.calibrate()  # before taking jobs and answering: admission needs costs
     if manager is not None:
         manager.accepting = True
     if worker is not None:

@@ -40,7 +40,9 @@ from .. import tracing
 from ..broker.base import Broker, BrokerError
 from ..errors import GenerationFailed, ServiceError, from_pipeline_error
 from ..events import ErrorPayload, Payload, SegmentPayload, StartPayload, Terminal, payload_of
+from ..observability import live_segment
 from .log import complete_payload, publish, publish_terminal, segment_payload
+from .pace import ViewerClock
 from .record import Job, JobStatus, cancel_error
 from .store import JobStore
 
@@ -54,7 +56,9 @@ class ActiveJob:
     """A job running on this worker (see the module docstring). `order` is its arrival
     here; times are `time.monotonic()` seconds."""
 
-    def __init__(self, job: Job, broker: Broker, store: JobStore, *, order: int) -> None:
+    def __init__(
+        self, job: Job, broker: Broker, store: JobStore, *, order: int, viewer_buffer_s: float
+    ) -> None:
         self.job = job
         self.broker = broker
         self.store = store
@@ -71,6 +75,8 @@ class ActiveJob:
         self._video: BinaryIO | None = None
         self._encode_error: ServiceError | None = None  # set on the encoder thread, once
         self.on_cancel: Callable[[], None] | None = None  # its CancelEvent callback
+        # A live stream's viewer, as its published segments treat it (deadline misses, jitter)
+        self.viewer = ViewerClock(job.spec.created_at, viewer_buffer_s)
         attributes: tracing.Attributes = {
             "streamgen.job_id": job.id, "streamgen.attempt": job.state.attempt,
             "streamgen.live": job.spec.live,
@@ -246,6 +252,8 @@ class ActiveJob:
                 if isinstance(payload, SegmentPayload):
                     with tracing.current("publish", self.span, {"streamgen.event": "segment"}):
                         await publish(self.broker, job, payload)
+                    if job.spec.live:
+                        self._viewer_got(payload)
                 else:
                     await publish(self.broker, job, payload)
             except BrokerError as exc:
@@ -259,6 +267,11 @@ class ActiveJob:
                 continue
             if not ours:
                 job.stop("worker_lost", "the job was taken from this worker")
+
+    def _viewer_got(self, payload: SegmentPayload) -> None:
+        first = self.viewer.first_at is None
+        timing = self.viewer.arrived(time.time(), payload.start_time, payload.end_time)
+        live_segment(timing, self.viewer.first_segment_s if first else None)
 
     async def _end(self, status: JobStatus, error: ServiceError | None) -> None:
         """Record the outcome, then publish the terminal event (state first, so whoever
@@ -315,9 +328,11 @@ class ActiveJobs:
     def live(self) -> list[ActiveJob]:
         return [active for active in self if active.job.spec.live]
 
-    def add(self, job: Job, broker: Broker, store: JobStore) -> ActiveJob:
-        """Hold `job` (on the running loop), in the order jobs arrive here."""
-        active = ActiveJob(job, broker, store, order=next(self._order))
+    def add(self, job: Job, broker: Broker, store: JobStore, viewer_buffer_s: float) -> ActiveJob:
+        """Hold `job` (on the running loop), in the order jobs arrive here; a live stream's
+        viewer starts playing `viewer_buffer_s` after its first segment."""
+        order = next(self._order)
+        active = ActiveJob(job, broker, store, order=order, viewer_buffer_s=viewer_buffer_s)
         self._by_id[job.id] = active
         return active
 

@@ -122,7 +122,8 @@ class Claimer:
             return []
 
     async def _activate(self, job: Job) -> None:
-        active = self.jobs.add(job, self.broker, self.store)
+        buffer_s = self.scheduler.settings.startup_buffer_seconds
+        active = self.jobs.add(job, self.broker, self.store, buffer_s)
         loop = asyncio.get_running_loop()
         try:
             if self.store.shared:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..background import TaskSet
+from .schedule import CostSource
 
 REPORT_EVERY_S = 0.25  # load reports after batches, at most this often
 
@@ -20,12 +21,17 @@ REPORT_EVERY_S = 0.25  # load reports after batches, at most this often
 @dataclass(frozen=True)
 class StreamLoad:
     """One running job. `realtime_factor` is video seconds made / wall seconds running
-    (None before its first segment)."""
+    (None before its first segment); a live stream's viewer: its first-segment time, the
+    share of its segments that missed their deadline, its arrival jitter (seconds)."""
 
     job_id: str
     live: bool
     realtime_factor: float | None
     video_seconds: float
+    # A live stream's viewer (`pace.ViewerClock`; None: not live, or no segment yet)
+    first_segment_seconds: float | None = None
+    deadline_miss_rate: float | None = None
+    jitter_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,8 @@ class WorkerLoad:
     """A worker's load at `at` (Unix seconds). `accepts_live` / `accepts_offline`: whether
     it would take another job of that kind now; `next_free_at`: when its earliest running
     job should end (Unix seconds; None when unknown). `utilization` is the share of its time
-    its live streams need (None before anything was measured)."""
+    its live streams need (None before anything was measured); `cost_source` where the
+    batch costs behind it come from ("none", "startup calibration", "measured")."""
 
     worker: str
     at: float
@@ -46,6 +53,7 @@ class WorkerLoad:
     next_free_at: float | None
     utilization: float | None
     streams: tuple[StreamLoad, ...] = ()
+    cost_source: CostSource = "none"  # where its batch costs come from (`CostModel.source`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,9 +5,12 @@ denoised; its own publisher (`active`) publishes them.
 
 Cancel: a job's `CancelEvent` ends it at once (`finish`; its generated segments published
 first) without waiting for the batch it is in, whose other windows go on. A batch whose
-every job was cancelled stops within one denoising step. While no job is held, the runner
-measures batches of the default request (`calibrate_when_idle`), so admission knows what
-batching buys before the first stream arrives.
+every job was cancelled stops within one denoising step.
+
+Calibration: before the worker takes jobs (`calibrate_at_start`) the runner measures the
+default request at batch sizes 1 and `max_batch_size`, after one unrecorded warm-up window,
+so admission knows what a stream costs and what batching buys from the first stream on;
+while no job is held it measures the sizes between (`calibrate_when_idle`).
 """
 
 from __future__ import annotations
@@ -62,12 +65,12 @@ class Runner:
         self.reports = reports
         self._tasks = tasks
         self._device = ThreadPoolExecutor(1, thread_name_prefix="generator")
-        # Batch sizes of the default request to measure while idle, so admission knows what
-        # batching buys (size 0: a first, unrecorded run that pays for allocations).
-        calibrate = settings.calibrate_when_idle
-        self._uncalibrated = list(range(settings.max_batch_size + 1)) if calibrate else []
-        if self._uncalibrated and not _batches(pipeline.generator):
-            self._uncalibrated = [0, 1]  # no batches to measure: one window is enough
+        # Batch sizes of the default request to measure (size 0: a first, unrecorded run
+        # that pays for allocations): the ends of the curve first, at start; the rest idle.
+        most = settings.max_batch_size if _batches(pipeline.generator) else 1
+        self._at_start = sorted({0, 1, most}) if settings.calibrate_at_start else []
+        rest = [n for n in range(most + 1) if n not in self._at_start]
+        self._uncalibrated = rest if settings.calibrate_when_idle else []
 
     async def loop(self) -> None:
         while True:
@@ -78,6 +81,15 @@ class Runner:
             except Exception:  # never let one bad turn stop every job on this worker
                 log.exception("the worker's run loop failed a turn")
                 await asyncio.sleep(RETRY_TURN_S)  # backoff, not a sync wait
+
+    async def calibrate(self) -> None:
+        """Measure the batch sizes due at start (before any job is taken; seconds: one
+        warm-up window and a batch of 1 and of `max_batch_size`)."""
+        try:
+            while self._at_start:
+                await self._calibrate(self._at_start.pop(0), self._at_start)
+        except Exception:  # the worker still runs jobs; admission learns from them instead
+            log.exception("the startup calibration failed")
 
     def close(self) -> None:
         """Let the device thread go (after the loop ended)."""
@@ -93,7 +105,7 @@ class Runner:
         if ready:
             await self._run_batch(self.scheduler.choose(ready))
         elif not self.jobs and self._uncalibrated:
-            await self._calibrate(self._uncalibrated.pop(0))
+            await self._calibrate(self._uncalibrated.pop(0), self._uncalibrated)
         else:
             await woken(self.jobs.run_wake, resume_in)
 
@@ -127,10 +139,8 @@ class Runner:
             for span in spans:  # here, so that a cancelled batch ends them too
                 tracing.end(span, error=None if error is None else error.code)
         seconds = time.perf_counter() - started
-        if windows is not None and self.scheduler.observe(
-            batch[0].job.spec.request, len(batch), seconds
-        ):
-            self.jobs.claim_wake.set()
+        if windows is not None:
+            self.scheduler.observe(batch[0].job.spec.request, len(batch), seconds)
         made: list[Window | None] = list(windows) if windows else [None] * len(batch)
         for active, window, span in zip(batch, made, spans, strict=True):
             if active.ending:
@@ -147,9 +157,10 @@ class Runner:
         self.jobs.changed()
         self.reports.after_batch()
 
-    async def _calibrate(self, size: int) -> None:
+    async def _calibrate(self, size: int, todo: list[int]) -> None:
         """Measure one batch of `size` windows of the default request (nothing published;
-        size 0: one window, not recorded)."""
+        size 0: one window, not recorded). A job arriving meanwhile goes first: the size
+        goes back to `todo`; a failure clears `todo`."""
         generator = self.pipeline.generator
         record, size = size > 0, max(1, size)
         try:
@@ -159,7 +170,7 @@ class Runner:
             ]
         except PipelineError as exc:
             log.info("no calibration: the default request does not resolve: %s", exc)
-            self._uncalibrated.clear()
+            todo.clear()
             return
         tasks = [SegmentCursor(request).next_task() for request in requests]
         loop = asyncio.get_running_loop()
@@ -172,14 +183,15 @@ class Runner:
         try:
             await loop.run_in_executor(self._device, generator.run_batch, tasks, give_way)
         except GenerationCancelled:
-            self._uncalibrated.insert(0, size if record else 0)
+            todo.insert(0, size if record else 0)
             return
         except PipelineError as exc:
             log.warning("calibration batch of %d failed: %s", size, exc)
-            self._uncalibrated.clear()
+            todo.clear()
             return
-        if record and self.scheduler.observe(requests[0], size, time.perf_counter() - started):
-            self.jobs.claim_wake.set()
+        if record:
+            seconds = time.perf_counter() - started
+            self.scheduler.observe(requests[0], size, seconds, calibration=True)
 
     def _generate(self, batch: list[ActiveJob], tasks: list[WindowTask]) -> list[Window]:
         """Runs on the device thread: one batch, progress posted per job."""

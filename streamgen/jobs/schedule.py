@@ -5,7 +5,8 @@ whether one more live stream fits.
 - **Cost.** `CostModel` keeps a running mean (EWMA) of the wall seconds one batch of `n`
   windows of one `WorkKey` (size, window length, steps, guidance on/off) takes here, and
   estimates sizes and shapes it has not seen yet: from the same shape's other batch sizes
-  (linearly), else from another shape scaled by work (pixels x frames x steps x passes).
+  (linearly), with one size seen from another shape's batching gain (cost(k) / cost(n)),
+  else from another shape scaled by work (pixels x frames x steps x passes).
 - **Which batch.** Jobs come in three tiers: live streams (a viewer plays them as they come),
   watched offline jobs (someone follows a `/v1/jobs` job), unwatched offline jobs. A live
   job's deadline is when its viewer's buffer runs out: its start + the video seconds
@@ -20,9 +21,13 @@ whether one more live stream fits.
   starve the rest.
 - **Admission.** A live stream is admitted when, with it, the live streams need at most
   `utilization` of this worker's time (each stream needs one segment per segment of
-  video; streams of one shape are assumed batched together), and fewer than `max_live`
-  run. A stream alone is always admitted (it may run slower than real time: `/health`
-  shows it).
+  video; streams of one shape are counted batched together, at the batched cost), and
+  fewer than `max_live` run: at a cap of 1.0 no admitted stream falls behind its deadlines
+  for it. A stream alone is always admitted (it may run slower than real time: `/health`
+  shows it), and so is one while nothing was measured.
+- **Cost estimates** hold from the first second: the worker measures the default request
+  at batch sizes 1 and `max_batch` before it takes jobs (`CostModel.source` says so), so a
+  second stream of one shape is costed with the measured batching gain, not as twice one.
 """
 
 from __future__ import annotations
@@ -68,38 +73,76 @@ class Candidate:
     waited_s: float = 0.0  # since a window of it last went into a batch
 
 
+CostSource = Literal["none", "startup calibration", "measured"]
+
+
 @dataclass
 class CostModel:
-    """Seconds one batch takes, by shape and size, learnt from the batches run here."""
+    """Seconds one batch takes, by shape and size: seeded by a calibration before the worker
+    takes jobs, corrected by every batch run here."""
 
     smoothing: float = 0.3  # weight of the newest observation
     _seconds: dict[tuple[WorkKey, int], float] = field(default_factory=dict)
+    _ran: int = 0  # batches of jobs observed (not calibration)
 
-    def observe(self, key: WorkKey, size: int, seconds: float) -> None:
-        """A batch of `size` windows of shape `key` took `seconds`."""
+    def observe(
+        self, key: WorkKey, size: int, seconds: float, *, calibration: bool = False
+    ) -> None:
+        """A batch of `size` windows of shape `key` took `seconds` (`calibration`: one run to
+        measure, not a job's)."""
         old = self._seconds.get((key, size))
         new = seconds if old is None else old + self.smoothing * (seconds - old)
         self._seconds[(key, size)] = new
+        if not calibration:
+            self._ran += 1
 
     @property
     def known(self) -> bool:
         return bool(self._seconds)
 
+    @property
+    def source(self) -> CostSource:
+        """Where the estimates come from: nothing yet, only the startup calibration, or
+        batches of jobs run here as well."""
+        if not self._seconds:
+            return "none"
+        return "measured" if self._ran else "startup calibration"
+
     def estimate(self, key: WorkKey, size: int) -> float | None:
-        """Seconds for a batch of `size` windows of `key`; None before anything was run."""
+        """Seconds for a batch of `size` windows of `key`; None before anything was run.
+
+        A size not seen on this shape follows this shape's own sizes when it has two;
+        with one, the batching gain measured on another shape (cost(k) / cost(n)) scales
+        it; a shape never seen is the best-measured shape's cost scaled by work."""
         exact = self._seconds.get((key, size))
         if exact is not None:
             return exact
-        same = sorted((n, s) for (k, n), s in self._seconds.items() if k == key)
-        if same:
-            return _along(same, size)
-        if not self._seconds:
+        curves = self._curves()
+        if not curves:
             return None
-        # Another shape: scale its (nearest-size) cost by the ratio of work.
-        (other, n), seconds = min(
-            self._seconds.items(), key=lambda item: (abs(item[0][1] - size), -item[0][1])
+        own = curves.pop(key, None)
+        if own is not None and len(own) >= 2:
+            return _along(own, size)
+        if own is not None:  # one size here: the batching gain of a shape with more sizes
+            n, seconds = own[0]
+            curved = [points for points in curves.values() if len(points) >= 2]
+            gain = _gain(max(curved, key=len), size, n) if curved else max(1.0, size / n)
+            return seconds * gain
+        other, points = max(
+            curves.items(), key=lambda item: (len(item[1]), -abs(item[0].work - key.work))
         )
-        return seconds * (size / n) * key.work / other.work
+        return _along(points, size) * key.work / other.work
+
+    def _curves(self) -> dict[WorkKey, list[tuple[int, float]]]:
+        curves: dict[WorkKey, list[tuple[int, float]]] = {}
+        for (key, size), seconds in sorted(self._seconds.items(), key=lambda item: item[0][1]):
+            curves.setdefault(key, []).append((size, seconds))
+        return curves
+
+
+def _gain(points: list[tuple[int, float]], size: int, base: int) -> float:
+    """cost(size) / cost(base) along `points` (two sizes or more): what batching saves."""
+    return _along(points, size) / max(1e-9, _along(points, base))
 
 
 def _along(points: list[tuple[int, float]], size: int) -> float:
@@ -212,7 +255,8 @@ def admits(
     if not running:
         return True
     needed = utilization([*running, new], cost, max_batch)
-    return needed is not None and needed <= utilization_cap
+    # Nothing measured (calibration off, no batch run yet): no evidence it would not fit.
+    return needed is None or needed <= utilization_cap
 
 
 def seconds_until_done(

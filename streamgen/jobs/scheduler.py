@@ -9,8 +9,10 @@ next (`ready`, `choose`) and what one batch cost (`observe`), the reports what t
 different admission or cost model replaces this class and `schedule`, not the loops.
 
 Admission: a live stream is taken from the queue only when, with it, the worker's live
-streams still need at most `live_utilization` of its time (and fewer than
-`max_live_streams` run); otherwise the stream waits in the queue for a worker with room.
+streams still need at most `live_utilization` of its time at the batched cost (and fewer
+than `max_live_streams` run); otherwise the stream waits in the queue for a worker with
+room. The cost model is seeded before the worker takes jobs (`calibrate`), so this holds
+from the first stream on.
 """
 
 from __future__ import annotations
@@ -73,7 +75,6 @@ class Scheduler:
         self.cost = CostModel()
         self._live_refused = False  # a live stream did not fit: take none until a change
         self._refused_at = 0.0
-        self._refused_blind = False  # ...and that was before any batch was measured
 
     # What to take -----------------------------------------------------------------------------
     def accepts(self, jobs: Iterable[ActiveJob], *, stopping: bool) -> Accept:
@@ -107,23 +108,20 @@ class Scheduler:
         )
 
     def refused(self) -> None:
-        """A live stream did not fit: take no stream until a job leaves, a batch is first
-        measured, or `REFUSAL_RETRY_S` pass."""
+        """A live stream did not fit: take no stream until a job leaves or `REFUSAL_RETRY_S`
+        pass."""
         self._live_refused, self._refused_at = True, time.monotonic()
-        self._refused_blind = not self.cost.known
 
     def job_left(self) -> None:
         """A job ended here: there may be room for a waiting stream."""
         self._live_refused = False
 
-    def observe(self, request: ResolvedRequest, size: int, seconds: float) -> bool:
-        """A batch of `size` windows of `request`'s shape took `seconds`. True when that
-        lifts a refusal made before anything was measured (waiting claims look again)."""
-        self.cost.observe(work_key(request), size, seconds)
-        if not self._refused_blind:
-            return False
-        self._live_refused = self._refused_blind = False
-        return True
+    def observe(
+        self, request: ResolvedRequest, size: int, seconds: float, *, calibration: bool = False
+    ) -> None:
+        """A batch of `size` windows of `request`'s shape took `seconds` (`calibration`: a
+        run to measure, not a job's)."""
+        self.cost.observe(work_key(request), size, seconds, calibration=calibration)
 
     # What to run ------------------------------------------------------------------------------
     def ready(self, jobs: Iterable[ActiveJob]) -> tuple[list[ActiveJob], float | None]:
@@ -196,15 +194,13 @@ class Scheduler:
             accepts_live=accept.live,
             accepts_offline=accept.offline,
             next_free_at=wall + next_free if math.isfinite(next_free) else None,
+            cost_source=self.cost.source,
             utilization=utilization(
                 [live_load(a.job.spec.request) for a in live],
                 self.cost,
                 self.settings.max_batch_size,
             ),
-            streams=tuple(
-                StreamLoad(a.job.id, a.job.spec.live, a.realtime_factor(), a.cursor.seconds_emitted)
-                for a in held
-            ),
+            streams=tuple(_stream_load(a) for a in held),
         )
 
     def _seconds_left(self, active: ActiveJob, held: list[ActiveJob]) -> float:
@@ -219,3 +215,17 @@ class Scheduler:
         left_s = max(0.0, limit_s - active.cursor.seconds_emitted)
         rate = active.realtime_factor() or 1.0
         return seconds_until_done(remaining, batch_s, left_s / rate)
+
+
+def _stream_load(active: ActiveJob) -> StreamLoad:
+    viewer = active.viewer
+    live = active.job.spec.live
+    return StreamLoad(
+        active.job.id,
+        live,
+        active.realtime_factor(),
+        active.cursor.seconds_emitted,
+        first_segment_seconds=viewer.first_segment_s if live else None,
+        deadline_miss_rate=viewer.miss_rate if live else None,
+        jitter_seconds=viewer.jitter_s if live else None,
+    )

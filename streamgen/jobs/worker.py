@@ -78,6 +78,11 @@ class Worker:
         """This worker's load now (see `WorkerLoad`)."""
         return self.scheduler.load(self.jobs, stopping=self.jobs.stopping)
 
+    async def calibrate(self) -> None:
+        """Measure what batches cost here before taking jobs (`calibrate_at_start`), so
+        admission holds from the first stream on."""
+        await self.runner.calibrate()
+
     def start(self) -> None:
         """Start taking and running jobs (on the running loop)."""
         for name, loop in (("claim", self.claimer.loop), ("run", self.runner.loop),

@@ -9,7 +9,14 @@ from quart import Blueprint, Response, jsonify
 from streamgen import __version__
 from streamgen.observability import QUEUE_DEPTH, RUNNING_JOBS, RUNNING_STREAMS, render_metrics
 from streamgen.openapi import build_openapi
-from streamgen.protocol import HealthResponse, ModelCard, ModelList, StreamInfo, WorkerInfo
+from streamgen.protocol import (
+    CostModelInfo,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+    StreamInfo,
+    WorkerInfo,
+)
 
 from .state import app_state
 from .table import ROUTES, Reply, api_route
@@ -39,6 +46,7 @@ async def health() -> tuple[Response, int]:
             max_jobs=load.max_jobs,
             accepts_live=load.accepts_live,
             utilization=load.utilization,
+            cost_model=CostModelInfo(source=load.cost_source),
             streams=[StreamInfo(**asdict(stream)) for stream in load.streams],
         )
         for load in loads

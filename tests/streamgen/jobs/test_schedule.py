@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from streamgen.jobs.load import StreamLoad, WorkerLoad, estimated_start
@@ -85,8 +86,37 @@ def test_cost_model_learns_and_extrapolates_without_assuming_a_gain() -> None:
     assert cost.estimate(KEY, 4) == pytest.approx(1.0)  # linear through 1 and 2
     cost.observe(KEY, 1, 0.2)
     assert cost.estimate(KEY, 1) == pytest.approx(0.3)  # running mean
-    # Another shape: scaled by work (4x the pixels).
+    # Another shape: scaled by work (4x the pixels), along this shape's sizes.
     assert cost.estimate(BIG, 1) == pytest.approx(0.3 * 4)
+    assert cost.estimate(BIG, 2) == pytest.approx(0.6 * 4)
+
+
+def test_a_shape_seen_at_one_size_takes_the_batching_gain_of_another() -> None:
+    cost = CostModel()
+    cost.observe(KEY, 1, 0.4, calibration=True)
+    cost.observe(KEY, 4, 0.8, calibration=True)  # a batch of 4 costs 2x one window
+    assert cost.source == "startup calibration"
+    cost.observe(BIG, 1, 2.0)
+    assert cost.source == "measured"
+    # Not 2x for two windows of BIG: the gain measured on KEY, cost(2) / cost(1).
+    gain = (0.4 + (0.8 - 0.4) / 3) / 0.4
+    assert cost.estimate(BIG, 2) == pytest.approx(2.0 * gain)
+    assert cost.estimate(BIG, 4) == pytest.approx(2.0 * 2)
+    assert CostModel().source == "none"
+
+
+def test_the_estimate_converges_to_what_batches_really_cost() -> None:
+    # A generator of known cost: 0.3 s a batch plus 0.1 s a window, +-20 % noise; the
+    # calibration measured it wrong (a busy moment), the batches run correct it.
+    rng = np.random.default_rng(7)
+    cost = CostModel()
+    for size in (1, 4):
+        cost.observe(KEY, size, 3 * (0.3 + 0.1 * size), calibration=True)
+    for _ in range(60):
+        size = int(rng.integers(1, 5))
+        cost.observe(KEY, size, (0.3 + 0.1 * size) * rng.uniform(0.8, 1.2))
+    for size in (1, 2, 3, 4):
+        assert cost.estimate(KEY, size) == pytest.approx(0.3 + 0.1 * size, rel=0.15)
 
 
 def test_admission_keeps_every_live_stream_at_real_time() -> None:
@@ -98,12 +128,27 @@ def test_admission_keeps_every_live_stream_at_real_time() -> None:
     assert admits([], stream, cost, **options)  # type: ignore[arg-type]
     assert admits([stream] * 2, stream, cost, **options)  # type: ignore[arg-type]
     assert not admits([stream] * 3, stream, cost, **options)  # type: ignore[arg-type]
+    # At the default cap of 1.0 the fourth fits: batched, four need exactly the worker.
+    assert admits([stream] * 3, stream, cost, **{**options, "utilization_cap": 1.0})  # type: ignore[arg-type]
     assert utilization([stream] * 3, cost, 4) == pytest.approx(0.8)
     assert utilization([stream] * 5, cost, 4) == pytest.approx(1.4)  # 4 + 1
     capped = {**options, "max_live": 2}
     assert not admits([stream] * 2, stream, cost, **capped)  # type: ignore[arg-type]
-    # Nothing measured yet: a second stream waits for a measurement.
-    assert not admits([stream], stream, CostModel(), **options)  # type: ignore[arg-type]
+    # Nothing measured (calibration off): no evidence against it, so it is admitted.
+    assert admits([stream], stream, CostModel(), **options)  # type: ignore[arg-type]
+
+
+def test_two_streams_fit_from_the_calibration_alone() -> None:
+    # What the startup calibration gives (sizes 1 and 4): two streams at 0.6 s a second
+    # of video each alone fit batched (not 1.2 as two single windows would be).
+    cost = CostModel()
+    cost.observe(KEY, 1, 0.6, calibration=True)
+    cost.observe(KEY, 4, 1.2, calibration=True)
+    stream = LiveLoad(KEY, segment_seconds=1.0)
+    options = {"max_live": 4, "max_batch": 4, "utilization_cap": 1.0}
+    assert utilization([stream] * 2, cost, 4) == pytest.approx(0.8)
+    assert admits([stream], stream, cost, **options)  # type: ignore[arg-type]
+    assert not admits([stream] * 3, stream, cost, **options)  # type: ignore[arg-type]
 
 
 def test_time_to_finish_and_estimated_start() -> None:
