@@ -214,7 +214,16 @@ class Scheduler:
             return math.inf  # unbounded, with no cap
         left_s = max(0.0, limit_s - active.cursor.seconds_emitted)
         rate = active.realtime_factor() or 1.0
-        return seconds_until_done(remaining, batch_s, left_s / rate)
+        done_s = seconds_until_done(remaining, batch_s, left_s / rate)
+        if active.generating and math.isfinite(done_s):  # part of its window is made
+            done_s = max(0.0, done_s - (time.monotonic() - active.last_window))
+        if active.job.spec.live and request.total_segments is not None:
+            # A stream far ahead of its viewer waits: it ends no sooner than its video
+            # plays out, less the lead it may keep.
+            video_s = request.total_segments * live_load(request).segment_seconds
+            paced_at = active.started + video_s - self.settings.live_max_ahead_seconds
+            done_s = max(done_s, paced_at - self.settings.startup_buffer_seconds - time.monotonic())
+        return done_s
 
 
 def _stream_load(active: ActiveJob) -> StreamLoad:

@@ -97,6 +97,38 @@ def test_two_live_streams_run_side_by_side_and_both_finish(server: ServerThread)
     assert shared, "no segment of the two streams came from one batch"
 
 
+def test_two_live_streams_on_a_fresh_server_both_start_at_once() -> None:
+    # A fresh server (an autoscaler's new replica): its costs come from the calibration it
+    # ran before answering, and two streams that arrive together start together.
+    server = ServerThread().start()
+    try:
+
+        async def scenario() -> tuple[Seen, Seen, dict[str, Any]]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                health = (await client.get(f"{server.url}/health")).json()
+                origin = time.perf_counter()
+                a, b = Seen(), Seen()
+                url = f"{server.url}/generate-stream"
+                await asyncio.gather(
+                    *(follow(client, "POST", url, seen, body={**SMALL, "num_frames": 36,
+                                                              "seed": seed}, origin=origin)
+                      for seen, seed in ((a, 11), (b, 12)))
+                )  # fmt: skip
+                return a, b, health
+
+        a, b, health = asyncio.run(scenario())
+    finally:
+        server.stop()
+    (worker,) = health["workers"]
+    assert worker["cost_model"]["source"] == "startup calibration"
+    for seen in (a, b):
+        assert seen.events[-1][0] == "complete" and not seen.of("queued")
+        assert len(seen.times("segment")) >= 3
+    # Each got its first segment before the other its third: not one after the other.
+    assert a.times("segment")[0] < b.times("segment")[2]
+    assert b.times("segment")[0] < a.times("segment")[2]
+
+
 def test_a_stream_starts_while_an_unbounded_one_runs(server: ServerThread) -> None:
     async def scenario() -> tuple[Seen, Seen, dict[str, Any], dict[str, Any]]:
         async with httpx.AsyncClient(timeout=120) as client:
@@ -183,7 +215,7 @@ async def window_seconds(client: httpx.AsyncClient, base: str, size: str, steps:
 
 async def heavy_shape(client: httpx.AsyncClient, base: str, segment_seconds: float) -> dict:
     """A size and steps at which one stream needs 1.5x this worker's time to keep real time
-    (so two need 3.3x the live share of 0.9): a window's cost measured here at two step
+    (so two need more than the worker, batched or not): a window's cost measured here at two step
     counts, fitted as a fixed part plus a part a step, whatever the machine's speed."""
     low, high = 2, 6
     for size in HEAVY_SIZES:
@@ -203,7 +235,8 @@ def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
         "num_frames": 12 + 8 * (HEAVY_WINDOWS - 1),
     }
     # One such stream alone needs more than the whole worker (sized from what a window
-    # measurably costs here), so a second one waits until the first ends.
+    # measurably costs here), so a second one waits until the first ends, whatever
+    # batching saves (two batched cost at least one alone).
     server = ServerThread({"max_queued_jobs": 2}).start()
     try:
 
@@ -247,6 +280,16 @@ def test_a_live_stream_that_does_not_fit_waits_in_the_queue_then_runs() -> None:
     assert notices[-1]["estimated_wait_seconds"] > 0
     assert any(
         n["estimated_start_at"] == pytest.approx(waiting["estimated_start_at"]) for n in notices
+    )
+    # The last estimate before it started was right: within 20 % of the wait, plus one
+    # window of the heavy shape (its first progress event comes a step into its first
+    # window, and a waiting claim looks again only when a job ends or a window is done).
+    first_progress = second.of("progress")[0]["time"]
+    window_s = max(d["generate_seconds"] for d in first.of("segment"))
+    notice = [n for n in notices if n["time"] < first_progress][-1]
+    waited_s = first_progress - notice["time"]
+    assert notice["estimated_start_at"] - notice["time"] == pytest.approx(
+        waited_s, abs=0.2 * waited_s + window_s
     )
     assert third.events[-1][0] == "error" and third.of("error")[0]["code"] == "cancelled"
     assert third.times("error")[0] < first.times("complete")[0]
