@@ -28,7 +28,7 @@ class Settings:
     """Everything the service and CLI can be configured with (units in the names)."""
 
     # Model
-    backend: str = "embedded"
+    backend: str | None = None  # None: the one model_path's checkpoint names (embedded without)
     model_path: str | None = None
     device: str = "cpu"
     torch_threads: int = 0  # 0: torch's own choice

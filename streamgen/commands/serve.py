@@ -28,7 +28,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
     p.add_argument("--config", type=Path, help="YAML settings file")
-    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument(
+        "--backend",
+        help=f"one of {', '.join(BACKENDS)} (default: the one the --model-path "
+        "checkpoint names in its model_index.json; embedded without a path)",
+    )
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument("--broker", help="'memory' (one process) or a Redis URL (redis://host:6379/0)")

@@ -40,7 +40,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.add_argument("--broker", help="Redis URL (redis://host:6379/0); required, here or in config")
-    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument(
+        "--backend",
+        help=f"one of {', '.join(BACKENDS)} (default: the one the --model-path "
+        "checkpoint names in its model_index.json; embedded without a path)",
+    )
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument(
