@@ -5,7 +5,7 @@ fMP4 encoder on a side thread.
 """
 
 from .audio import SAMPLE_RATE, AudioClip, AudioLimits, read_audio
-from .backends import BACKENDS, load_generator
+from .backends import BACKENDS, backend_for, load_generator
 from .encoder import EncodedFragment, EncoderOptions, FragmentedMP4Encoder
 from .errors import (
     EncoderError,
@@ -65,6 +65,7 @@ __all__ = [
     "SegmentedGenerator",
     "Window",
     "WindowTask",
+    "backend_for",
     "load_generator",
     "read_audio",
     "read_image",

@@ -28,8 +28,11 @@ class Settings:
     """Everything the service and CLI can be configured with (units in the names)."""
 
     # Model
-    backend: str = "embedded"
+    backend: str | None = None  # None: the one model_path's checkpoint names (embedded without)
     model_path: str | None = None
+    model_id: str | None = None  # the default model's id (None: its own name)
+    models: str = ""  # more models to serve, "ID=DIR,ID=DIR" (`--model ID=DIR`, repeatable)
+    max_loaded_models: int = 2  # models resident at once, the default one included
     device: str = "cpu"
     torch_threads: int = 0  # 0: torch's own choice
     # Request caps (defaults: segment_pipeline's `Limits`, the one place they are set)

@@ -21,13 +21,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from segment_pipeline import PipelineError, SegmentedGenerator, SegmentPipeline, load_generator
+from segment_pipeline import PipelineError, SegmentedGenerator, load_generator
 
 from .broker import Broker, make_broker
 from .config import ConfigError, Settings
 from .errors import from_pipeline_error
 from .jobs import JobManager, JobStore, MemoryJobStore, RedisJobStore, Worker
 from .keys import KeyGate
+from .models import ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,18 @@ class Runtime:
     """What one process runs: built by `open_runtime`, ended by `drain` then `close`."""
 
     settings: Settings
-    generator: SegmentedGenerator
+    models: ModelSet  # the default model loaded, the others on first use
     broker: Broker
     store: JobStore
     manager: JobManager | None  # None in a `streamgen worker` process
     worker: Worker | None  # None on an API-only replica
     keys: KeyGate  # API keys and their usage (a worker gives back what its jobs did not use)
     _drained: bool = field(default=False, repr=False)
+
+    @property
+    def generator(self) -> SegmentedGenerator:
+        """The default model's generator (a request without `model` runs on it)."""
+        return self.models.default.generator
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Stop accepting jobs; running ones get `grace_s` seconds (default
@@ -84,8 +90,9 @@ async def open_runtime(
     generator: SegmentedGenerator | None = None,
     worker_id: str | None = None,
 ) -> Runtime:
-    """Load the model (unless `generator` is given), connect the broker and the store, and
-    start the worker. `worker_id` names this process in Redis (default host:pid:random).
+    """Load the default model (unless `generator` is given; the `models` load on first
+    use), connect the broker and the store, and start the worker. `worker_id` names this
+    process in Redis (default host:pid:random).
 
     Raises `ConfigError` for a combination that cannot run (a worker without Redis, an
     API-only replica without Redis), `ServiceUnavailable` when the model does not load,
@@ -96,6 +103,7 @@ async def open_runtime(
     runs_jobs = role == "worker" or settings.embedded_worker
     if generator is None:
         generator = await asyncio.to_thread(load_model, settings)
+    models = ModelSet(settings, generator)
     broker = broker_for(settings)
     await broker.start()
     keys = KeyGate.for_settings(settings)
@@ -106,10 +114,9 @@ async def open_runtime(
             store = RedisJobStore(settings, broker, key_prefix=prefix, identity=worker_id)
         else:
             store = MemoryJobStore(settings, broker)
-        pipeline = SegmentPipeline(generator, settings.encoder_options)
-        manager = JobManager(settings, pipeline, broker, store) if role == "serve" else None
+        manager = JobManager(settings, models, broker, store) if role == "serve" else None
         name = store.identity if isinstance(store, RedisJobStore) else "embedded"
-        worker = Worker(settings, pipeline, broker, store, name=name) if runs_jobs else None
+        worker = Worker(settings, models, broker, store, name=name) if runs_jobs else None
         store.settled_hooks.append(keys.job_settled)
         await store.start()
         if role == "serve":
@@ -124,7 +131,7 @@ async def open_runtime(
         manager.accepting = True
     if worker is not None:
         worker.start()
-    return Runtime(settings, generator, broker, store, manager, worker, keys)
+    return Runtime(settings, models, broker, store, manager, worker, keys)
 
 
 def check_role(settings: Settings, role: Role) -> None:

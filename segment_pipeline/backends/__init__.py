@@ -1,4 +1,4 @@
-"""Generator backends and the registry that builds them by name."""
+"""Generator backends and the registry that builds them by name or from a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,39 +7,27 @@ from pathlib import Path
 from ..errors import InvalidRequest
 from ..generator import SegmentedGenerator
 from ..request import Limits
+from .registry import BACKENDS, REGISTRY, Backend, backend_for, backend_named
 
-BACKENDS = ("embedded", "ltx", "ltx2")
+__all__ = ["BACKENDS", "REGISTRY", "Backend", "backend_for", "backend_named", "load_generator"]
 
 
 def load_generator(
-    backend: str = "embedded",
+    backend: str | None = None,
     model_path: str | Path | None = None,
     *,
     limits: Limits | None = None,
     device: str = "cpu",
 ) -> SegmentedGenerator:
-    """Build a generator by backend name; errors name the parameter at fault.
+    """Build a generator; errors name the parameter at fault.
 
+    `backend` None: the one `model_path` holds (its `model_index.json`; see
+    `registry.backend_for`), the shipped embedded model without a path. By name:
     ``embedded`` loads the shipped default model (or `model_path`, a directory saved by
-    training); ``ltx`` loads an LTX-Video diffusers checkpoint from the local `model_path`,
-    ``ltx2`` an LTX-2 one (video with its audio).
+    training); the diffusers families (``ltx``, ``ltx2``, ``wan``, ``skyreels``,
+    ``helios``) load a local checkpoint directory `model_path`.
     """
-    if backend == "embedded":
-        from .embedded import EmbeddedGenerator
-
-        return EmbeddedGenerator(model_path, limits=limits, device=device)
-    if backend == "ltx":
-        from .ltx import LTXGenerator
-
-        if model_path is None:
-            raise InvalidRequest("the ltx backend needs model_path", param="model_path")
-        return LTXGenerator(model_path, limits=limits, device=device)
-    if backend == "ltx2":
-        from .ltx2 import LTX2Generator
-
-        if model_path is None:
-            raise InvalidRequest("the ltx2 backend needs model_path", param="model_path")
-        return LTX2Generator(model_path, limits=limits, device=device)
-    raise InvalidRequest(
-        f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}", param="backend"
-    )
+    chosen = backend_named(backend if backend is not None else backend_for(model_path))
+    if chosen.needs_path and model_path is None:
+        raise InvalidRequest(f"the {chosen.name} backend needs model_path", param="model_path")
+    return chosen.generator_class()(model_path, limits=limits, device=device)

@@ -41,6 +41,8 @@ class EmbeddedBatchKey:
 class EmbeddedGenerator(SegmentedGenerator):
     """Generates with the shipped default model (or one saved by training) on CPU or GPU."""
 
+    modes = frozenset({"t2v", "i2v", "extend"})  # what /v1/models says it can do
+
     def __init__(
         self,
         model_path: str | Path | None = None,

@@ -80,6 +80,7 @@ class LTXGenerator(LTXFamilyGenerator):
     """Generates with an LTX-Video diffusers checkpoint on CPU or GPU."""
 
     backend = "ltx"
+    modes = frozenset({"t2v", "i2v", "extend"})
     family = "LTX-Video"
     pipelines = LTX_PIPELINES
     components = COMPONENTS

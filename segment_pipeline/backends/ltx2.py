@@ -64,6 +64,7 @@ class LTX2Generator(LTXFamilyGenerator):
     """Generates video with its audio from an LTX-2 diffusers checkpoint on CPU or GPU."""
 
     backend = "ltx2"
+    modes = frozenset({"t2v", "i2v", "extend", "audio"})
     family = "LTX-2"
     pipelines = LTX2_PIPELINES
     components = COMPONENTS

@@ -57,7 +57,11 @@ def add_parser(subparsers: Any) -> None:
         "the video lasts as long as it unless --seconds or --num-frames is given",
     )  # fmt: skip
     p.add_argument("--audio-scale", type=float, help="how strongly a model that follows audio does")
-    p.add_argument("--backend", choices=None, help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument(
+        "--backend",
+        help=f"one of {', '.join(BACKENDS)} (default: the one the --model-path "
+        "checkpoint names in its model_index.json; embedded without a path)",
+    )
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument("--config", type=Path, help="YAML settings file")

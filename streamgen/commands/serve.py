@@ -14,7 +14,7 @@ from segment_pipeline import BACKENDS
 
 from ..config import ConfigError, Settings, load_settings
 from ..observability import configure_logging
-from . import run_until_signalled
+from . import add_model_arguments, model_settings, run_until_signalled
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,8 +28,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 8000)")
     p.add_argument("--config", type=Path, help="YAML settings file")
-    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument(
+        "--backend",
+        help=f"one of {', '.join(BACKENDS)} (default: the one the --model-path "
+        "checkpoint names in its model_index.json; embedded without a path)",
+    )
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
+    add_model_arguments(p)
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument("--broker", help="'memory' (one process) or a Redis URL (redis://host:6379/0)")
     p.add_argument(
@@ -60,6 +65,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         port=args.port,
         backend=args.backend,
         model_path=args.model_path,
+        **model_settings(args),
         device=args.device,
         broker=args.broker,
         embedded_worker=args.embedded_worker,

@@ -26,7 +26,7 @@ from ..config import ConfigError, Settings, load_settings
 from ..jobs import RedisJobStore
 from ..observability import REGISTRY, configure_logging
 from ..runtime import check_role, open_runtime
-from . import run_until_signalled
+from . import add_model_arguments, model_settings, run_until_signalled
 
 log = logging.getLogger("streamgen.worker")
 
@@ -40,8 +40,13 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.add_argument("--broker", help="Redis URL (redis://host:6379/0); required, here or in config")
-    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument(
+        "--backend",
+        help=f"one of {', '.join(BACKENDS)} (default: the one the --model-path "
+        "checkpoint names in its model_index.json; embedded without a path)",
+    )
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
+    add_model_arguments(p)
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument(
         "--concurrency", type=int, help="jobs run at once (default max_concurrent_jobs, 1)"
@@ -58,6 +63,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         broker=args.broker,
         backend=args.backend,
         model_path=args.model_path,
+        **model_settings(args),
         device=args.device,
         max_concurrent_jobs=args.concurrency,
     )
@@ -96,9 +102,9 @@ async def serve_worker(
         store, worker = runtime.store, runtime.worker
         assert isinstance(store, RedisJobStore) and worker is not None
         log.info(
-            "worker %s ready: model %s, %d job(s) at a time, taking jobs from %s",
+            "worker %s ready: model(s) %s, %d job(s) at a time, taking jobs from %s",
             store.identity,
-            runtime.generator.name,
+            ", ".join(sorted(runtime.models.ids)),
             worker.concurrency,
             redact(settings.broker),
         )

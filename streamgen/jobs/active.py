@@ -22,7 +22,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
 from typing import BinaryIO
 
@@ -87,6 +87,12 @@ class ActiveJob:
     def pipeline_job(self) -> PipelineJob:
         assert self.job.pipeline_job is not None, "opened at submit, or by adopt"
         return self.job.pipeline_job
+
+    def batch_key(self) -> Hashable | None:
+        """Its next window's batch key: its model's, with the model's id, so that windows
+        of two models never share a batch (None: it is denoised alone)."""
+        key = self.pipeline_job.generator.batch_key(self.cursor.next_task())
+        return None if key is None else (self.job.spec.model, key)
 
     # Where it stands ------------------------------------------------------------------------
     def ready(self, max_encoding: int) -> bool:

@@ -4,20 +4,24 @@ first with a shared store. The store hands out only the kinds of job the worker 
 (a free slot, live or offline); whether a live stream also fits the worker's time
 (`admits`) is known once it is taken: one that does not is announced as waiting (a
 `queued` event with its estimated start) and goes back to the queue for a worker with room.
+Only jobs of the models the worker serves are taken (`Accept.models`); a job's model is
+loaded, if it is not resident, when the job is adopted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
-from segment_pipeline import GenerationCancelled, SegmentPipeline
+from segment_pipeline import GenerationCancelled
 
 from ..background import woken
 from ..broker.base import Broker, BrokerError
 from ..errors import ServiceError
 from ..events import QueuedPayload
+from ..models import ModelSet
 from .active import ActiveJob, ActiveJobs
 from .load import LoadReporter, WorkerLoad, estimated_start
 from .log import log_tail, publish
@@ -40,7 +44,7 @@ class Claimer:
         self,
         broker: Broker,
         store: JobStore,
-        pipeline: SegmentPipeline,
+        models: ModelSet,
         jobs: ActiveJobs,
         scheduler: Scheduler,
         runner: Runner,
@@ -48,7 +52,7 @@ class Claimer:
     ) -> None:
         self.broker = broker
         self.store = store
-        self.pipeline = pipeline
+        self.models = models
         self.jobs = jobs
         self.scheduler = scheduler
         self.runner = runner
@@ -79,6 +83,7 @@ class Claimer:
         if not (accept.live or accept.offline):
             await woken(self.jobs.claim_wake, CLAIM_POLL_S)
             return
+        accept = dataclasses.replace(accept, models=self.models.ids)
         job = await self.store.claim(accept, CLAIM_POLL_S, interrupt=self.jobs.claim_wake)
         if job is None:
             return
@@ -127,7 +132,8 @@ class Claimer:
         loop = asyncio.get_running_loop()
         try:
             if self.store.shared:
-                await active.adopt(self.pipeline)
+                pipeline = await asyncio.to_thread(self.models.pipeline, job.spec.model)
+                await active.adopt(pipeline)
                 if active.skip:
                     log.info("job %s: attempt %d resumes after segment %d", job.id,
                              job.state.attempt, active.skip - 1)  # fmt: skip

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segment_pipeline import PipelineError, ResolvedRequest, SegmentPipeline
+from segment_pipeline import PipelineError, ResolvedRequest
 
 from .. import tracing
 from ..background import TaskSet
@@ -31,7 +31,6 @@ from ..broker.base import Broker, BrokerError
 from ..config import Settings
 from ..errors import (
     Conflict,
-    InvalidParameter,
     JobNotFound,
     NotFound,
     QueueFull,
@@ -40,6 +39,7 @@ from ..errors import (
     unavailable,
 )
 from ..events import ErrorPayload, QueuedPayload
+from ..models import ModelSet
 from ..observability import JOB_ID
 from .load import WorkerLoad, estimated_start
 from .log import assemble_video, log_tail, publish, publish_terminal, start_payload
@@ -66,6 +66,7 @@ class Submission:
     listed: bool = False  # /v1/videos lists it
     job_id: str | None = None  # None: a fresh one
     charge: KeyCharge = field(default_factory=KeyCharge)
+    model: str | None = None  # the model it runs on (an id `admit` let in); None: the default
 
 
 class JobManager:
@@ -73,12 +74,11 @@ class JobManager:
     cancels them. Running them is a `Worker`'s, here or in another process."""
 
     def __init__(
-        self, settings: Settings, pipeline: SegmentPipeline, broker: Broker, store: JobStore
+        self, settings: Settings, models: ModelSet, broker: Broker, store: JobStore
     ) -> None:
         self.settings = settings
-        self.pipeline = pipeline
+        self.models = models
         self.broker = broker
-        self.model_name = pipeline.generator.name
         self.accepting = False
         self._own_dir = settings.videos_dir is None
         self.videos_dir = Path(settings.videos_dir or tempfile.mkdtemp(prefix="streamgen-jobs-"))
@@ -156,17 +156,15 @@ class JobManager:
         return path
 
     # Submitting and cancelling ----------------------------------------------------------------
-    async def admit(self, model: str | None, *, live: bool = False) -> None:
-        """Whether a job for `model` (None: the loaded one) would be taken now; cheap, so
-        callers check it before decoding a request's media. Raises `InvalidParameter`
-        (422), `QueueFull` (429, with `Retry-After`) or `ServiceUnavailable` (503)."""
+    async def admit(self, model: str | None, *, live: bool = False) -> str:
+        """Whether a job for `model` (None: the default one) would be taken now, and the
+        id of the model it runs on; cheap (nothing loads), so callers check it before
+        decoding a request's media. Raises `InvalidParameter` (422, a model not served),
+        `QueueFull` (429, with `Retry-After`) or `ServiceUnavailable` (503)."""
         self._check_accepting()
-        if model is not None and model != self.model_name:
-            raise InvalidParameter(
-                f"model {model!r} is not served here; this server runs {self.model_name!r}",
-                param="model",
-            )
+        served = self.models.check(model)
         await self._check_queue(live)
+        return served
 
     async def submit(self, request: ResolvedRequest, submission: Submission) -> Job:
         """Queue a job for `request`, which `admit` let in, as `submission` says, and
@@ -177,8 +175,10 @@ class JobManager:
         `release`. Raises `QueueFull` (429) or `ServiceUnavailable` (503).
         """
         live = submission.live
+        model = self.models.check(submission.model)
         try:
-            pipeline_job = await asyncio.to_thread(self.pipeline.open, request)
+            pipeline = await asyncio.to_thread(self.models.pipeline, model)
+            pipeline_job = await asyncio.to_thread(pipeline.open, request)
         except PipelineError as exc:
             raise from_pipeline_error(exc) from exc
         # While the encoder was prepared the server may have stopped accepting, or other
@@ -189,7 +189,7 @@ class JobManager:
         spec = JobSpec(
             id=job_id,
             request=pipeline_job.request,
-            model=self.model_name,
+            model=model,
             priority=submission.priority,
             request_scoped=submission.request_scoped,
             live=live,

@@ -103,11 +103,18 @@ return 1
 _CLAIM_LUA = (
     _NOW
     + """
+local served = nil
+if #ARGV > 6 then
+  served = {}
+  for i = 7, #ARGV do served[ARGV[i]] = true end
+end
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
   local key = ARGV[1] .. ':{' .. id .. '}:job'
-  local h = redis.call('HMGET', key, 'status', 'live')
+  local h = redis.call('HMGET', key, 'status', 'live', 'model')
   if h[1] ~= 'queued' then
     redis.call('ZREM', KEYS[1], id)
+  elseif served and not served[h[3]] then
+    -- another model's job: left in the queue for a worker that serves it
   elseif (h[2] == '1' and ARGV[5] == '1') or (h[2] ~= '1' and ARGV[6] == '1') then
     redis.call('ZREM', KEYS[1], id)
     local attempt = tonumber(redis.call('HGET', key, 'attempt') or '0') + 1
@@ -123,8 +130,9 @@ return false
 """
 )
 # KEYS: queue, active. ARGV: key prefix, worker id, now (Unix s), dead-after ms, "1" to take a
-# live stream, "1" to take an offline job. Takes the best queued job of a kind asked for
-# (among the 64 best) and marks it running here; returns its fields (flat), or nil.
+# live stream, "1" to take an offline job, then the ids of the models served (none: any).
+# Takes the best queued job of a kind and model asked for (among the 64 best) and marks it
+# running here; returns its fields (flat), or nil.
 
 _HEARTBEAT_LUA = (
     _NOW

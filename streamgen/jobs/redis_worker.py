@@ -63,6 +63,7 @@ class WorkerSide:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         kinds = ["1" if accept.live else "0", "1" if accept.offline else "0"]
+        kinds += sorted(accept.models or ())
         while not self.stopping:
             wake = self._wake
             try:

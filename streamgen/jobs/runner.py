@@ -204,7 +204,8 @@ class Runner:
             if item == len(batch) - 1 and all(a.job.cancel.is_set() for a in batch):
                 raise GenerationCancelled()
 
-        return self.pipeline.generator.run_batch(tasks, on_step)
+        # One batch is of one model (its batch key says so): it runs on that model's generator.
+        return batch[0].pipeline_job.generator.run_batch(tasks, on_step)
 
     def _advance(
         self, active: ActiveJob, window: Window, seconds: float, span: tracing.Span = None

@@ -154,7 +154,7 @@ class Scheduler:
             Candidate(
                 job_id=a.job.id,
                 tier="live" if a.job.spec.live else ("watched" if a.job.watched else "offline"),
-                batch_key=self.generator.batch_key(a.cursor.next_task()),
+                batch_key=a.batch_key(),
                 work_key=work_key(a.job.spec.request),
                 deadline=a.deadline(buffer_s),
                 priority=a.job.spec.priority,

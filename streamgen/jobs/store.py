@@ -40,12 +40,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Accept:
-    """Which queued jobs a worker would take now: live streams, offline jobs, or both."""
+    """Which queued jobs a worker would take now: live streams, offline jobs, or both;
+    of the `models` it serves (None: any model)."""
 
     live: bool = True
     offline: bool = True
+    models: frozenset[str] | None = None
 
     def takes(self, job: Job) -> bool:
+        if self.models is not None and job.spec.model not in self.models:
+            return False
         return self.live if job.spec.live else self.offline
 
 

@@ -28,11 +28,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from segment_pipeline import SegmentPipeline
-
 from ..background import TaskSet
 from ..broker.base import Broker
 from ..config import Settings
+from ..models import ModelSet
 from .active import HAND_BACK, ActiveJobs
 from .claim import CLAIM_POLL_S, Claimer
 from .load import LoadReporter, WorkerLoad
@@ -44,12 +43,13 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    """Runs jobs from `store`: `start()` on a loop, `await stop(grace_s)` to end."""
+    """Runs jobs of the `models` it serves from `store`: `start()` on a loop,
+    `await stop(grace_s)` to end."""
 
     def __init__(
         self,
         settings: Settings,
-        pipeline: SegmentPipeline,
+        models: ModelSet,
         broker: Broker,
         store: JobStore,
         *,
@@ -58,6 +58,7 @@ class Worker:
         self.store = store
         self.name = name
         self.jobs = ActiveJobs()
+        pipeline = models.default  # measured while idle; a job runs on its own model's
         self.scheduler = Scheduler(settings, pipeline.generator, name)
         self._tasks = TaskSet(log, "worker")
         self.reports = LoadReporter(
@@ -65,7 +66,7 @@ class Worker:
         )
         self.runner = Runner(settings, pipeline, self.jobs, self.scheduler, self.reports,
                              self._tasks)  # fmt: skip
-        self.claimer = Claimer(broker, store, pipeline, self.jobs, self.scheduler, self.runner,
+        self.claimer = Claimer(broker, store, models, self.jobs, self.scheduler, self.runner,
                                self.reports)  # fmt: skip
         self._loops: list[asyncio.Task[None]] = []
 

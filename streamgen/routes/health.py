@@ -55,7 +55,7 @@ async def health() -> tuple[Response, int]:
         status="healthy" if manager.accepting else "shutting_down",
         model_loaded=True,
         streaming_supported=True,
-        model=state.generator.name,
+        model=state.runtime.models.default_id,
         version=__version__,
         queue_depth=queued,
         running_jobs=running,
@@ -87,13 +87,13 @@ async def metrics() -> Response:
     bp,
     "GET",
     "/v1/models",
-    summary="The model this server runs",
+    summary="The models this server runs: what each can do (modes), sizes, fps, frames per "
+    "window, defaults, batching, and whether it is loaded",
     replies={200: Reply(model=ModelList)},
 )
 async def models() -> Response:
-    generator = app_state().generator
-    card = ModelCard(id=generator.name, details=generator.describe())
-    return jsonify(ModelList(data=[card]).model_dump())
+    cards = [ModelCard(id=card["id"], details=card) for card in app_state().runtime.models.cards()]
+    return jsonify(ModelList(data=cards).model_dump())
 
 
 @api_route(bp, "GET", "/openapi.json", summary="This description", replies={200: Reply()})

@@ -29,11 +29,12 @@ async def submit(
 ) -> Job:
     """Queue a job for `params` (pydantic stops here: the job layer gets the plain
     `ResolvedRequest`). The cheap checks (shutting down, model, queue) come before the
-    request's media are decoded (CPU work, off the event loop). `live`: a viewer plays it
-    as it is made (the streaming routes)."""
+    request's media are decoded (CPU work, off the event loop) and before its model is
+    loaded, if it is not resident. `live`: a viewer plays it as it is made (the streaming
+    routes)."""
     manager = state.manager
-    await manager.admit(params.model, live=live)
-    generator = manager.pipeline.generator
+    model = await manager.admit(params.model, live=live)
+    generator = (await asyncio.to_thread(manager.models.pipeline, model)).generator
     try:
         request = await asyncio.to_thread(
             to_generation_request,
@@ -47,6 +48,7 @@ async def submit(
     return await _queue(
         state,
         resolved,
+        model=model,
         priority=params.priority,
         request_scoped=request_scoped,
         live=live,
@@ -58,13 +60,20 @@ async def submit_remix(state: AppState, source: Job, prompt: str) -> Job:
     """Queue a listed video made as `source` was (its resolved settings and seed, see
     `segment_pipeline.remix`) from a new `prompt`."""
     manager = state.manager
-    await manager.admit(None)
+    model = await manager.admit(source.spec.model)
+    generator = (await asyncio.to_thread(manager.models.pipeline, model)).generator
     try:
-        resolved = remix(source.spec.request, prompt, manager.pipeline.generator.limits)
+        resolved = remix(source.spec.request, prompt, generator.limits)
     except PipelineError as exc:
         raise from_pipeline_error(exc) from exc
     return await _queue(
-        state, resolved, priority=0, request_scoped=False, remixed_from=source.id, listed=True
+        state,
+        resolved,
+        model=model,
+        priority=0,
+        request_scoped=False,
+        remixed_from=source.id,
+        listed=True,
     )
 
 
@@ -72,6 +81,7 @@ async def _queue(
     state: AppState,
     resolved: ResolvedRequest,
     *,
+    model: str,
     priority: int,
     request_scoped: bool,
     live: bool = False,
@@ -94,6 +104,7 @@ async def _queue(
                 listed=listed,
                 job_id=job_id,
                 charge=charge,
+                model=model,
             ),
         )
     except BaseException:

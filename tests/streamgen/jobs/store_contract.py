@@ -26,8 +26,9 @@ Stores = tuple[JobStore, JobStore]
 
 
 def new_job(priority: int = 0, **spec: object) -> Job:
-    return Job(JobSpec(id="job_" + secrets.token_hex(10), request=REQUEST, model="m",
-                       priority=priority, request_scoped=False, **spec))  # type: ignore[arg-type]  # fmt: skip
+    spec.setdefault("model", "m")
+    return Job(JobSpec(id="job_" + secrets.token_hex(10), request=REQUEST, priority=priority,
+                       request_scoped=False, **spec))  # type: ignore[arg-type]  # fmt: skip
 
 
 class JobStoreContract:
@@ -83,6 +84,20 @@ class JobStoreContract:
             assert await worker.claim(Accept(live=True, offline=False), timeout_s=0.05) is None
             second = await worker.claim(timeout_s=5)
             assert second is not None and second.id == offline.id
+
+        self.run(scenario)
+
+    def test_a_claim_takes_only_jobs_of_the_models_it_serves(self) -> None:
+        async def scenario(api: JobStore, worker: JobStore) -> None:
+            other = await self.queue(api, new_job(5, model="other"))
+            mine = await self.queue(api, new_job(0, model="mine"))
+            serves = Accept(models=frozenset({"mine", "third"}))
+            first = await worker.claim(serves, timeout_s=5)
+            assert first is not None and first.id == mine.id and first.spec.model == "mine"
+            assert await worker.claim(serves, timeout_s=0.05) is None, "another model's job"
+            assert (await api.get(other.id)).state.status == "queued"
+            second = await worker.claim(Accept(models=frozenset({"other"})), timeout_s=5)
+            assert second is not None and second.id == other.id
 
         self.run(scenario)
 
