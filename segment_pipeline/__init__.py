@@ -21,6 +21,7 @@ from .generator import (
     Segment,
     SegmentCursor,
     SegmentedGenerator,
+    StreamState,
     Window,
     WindowTask,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SegmentCursor",
     "SegmentPipeline",
     "SegmentedGenerator",
+    "StreamState",
     "Window",
     "WindowTask",
     "backend_for",

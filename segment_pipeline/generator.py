@@ -102,18 +102,40 @@ class BatchStepCallback(Protocol):
     def __call__(self, item: int, step: int, total_steps: int) -> None: ...
 
 
+class StreamState:
+    """What a backend keeps between the windows of one stream (Helios: its latent history
+    and encoded prompts), so it need not derive them again from given frames each window.
+
+    The stream's `SegmentCursor` owns one and hands it to every `WindowTask` of the stream;
+    only a backend with `keeps_stream_state` reads or replaces `value` (its own type, which
+    it checks). `release()` drops it when the stream ends, fails or is cancelled, so memory
+    it holds (on the GPU too) goes with the stream. Windows of one stream run one at a time,
+    so it needs no lock.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: object | None = None
+
+    def release(self) -> None:
+        self.value = None
+
+
 @dataclass(frozen=True)
 class WindowTask:
     """One window to denoise: window `index` of `request`, starting from the `given` frames
     ((G, H, W, 3) uint8; G may be 0). Its first frame is frame `start_frame` of the output
     (negative for frames of a video being extended); `audio` is the request's audio over
-    the window's span (None without), for backends that condition on it."""
+    the window's span (None without), for backends that condition on it; `state` is its
+    stream's `StreamState` (a fresh, empty one for a window built alone)."""
 
     request: ResolvedRequest
     index: int
     given: np.ndarray = field(repr=False)
     start_frame: int = 0
     audio: AudioClip | None = field(default=None, repr=False)
+    state: StreamState = field(default_factory=StreamState, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class SegmentCursor:
         self.request = request
         self.index = 0  # the next window's index
         self.emitted = 0  # frames of the output video so far
+        self.state = StreamState()  # what the backend keeps between this stream's windows
         self._given = _first_given(request)
 
     @property
@@ -172,7 +195,7 @@ class SegmentCursor:
             fps = request.fps
             end = start + request.segment_frames
             audio = request.audio.span(sample_at(start, fps), sample_at(end, fps))
-        return WindowTask(request, self.index, self._given, start, audio)
+        return WindowTask(request, self.index, self._given, start, audio, self.state)
 
     def advance(self, window: Window, generate_seconds: float) -> Segment:
         """The segment that `window` (the output of `next_task()`'s window) adds; moves on
@@ -203,8 +226,10 @@ class SegmentCursor:
         return segment
 
     def release(self) -> None:
-        """Drop the frames kept for the next window (the loop is over)."""
+        """Drop the frames and the backend's state kept for the next window (the loop is
+        over: ended, failed or cancelled)."""
         self._given = self._given[:0].copy()
+        self.state.release()
 
     def _segment_audio(self, window: Window, skip: int, count: int) -> AudioClip | None:
         """The audio of the `count` new frames at SAMPLE_RATE, sample-exact: the request's
@@ -229,6 +254,10 @@ class SegmentedGenerator(ABC):
     produces_audio: bool = False  # its windows come with audio (`GeneratedWindow`)
     audio_channels: int = 1  # ...with this many channels
     conditions_on_audio: bool = False  # it follows a request's audio (else passed through)
+    # It continues a stream from a `StreamState` it keeps (not from overlap frames): its
+    # windows go through `generate_windows` (which sees each task's state), and a video to
+    # extend needs no overlap, since the backend reads `extend_video` itself.
+    keeps_stream_state: bool = False
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -236,7 +265,9 @@ class SegmentedGenerator(ABC):
     # 1. Inputs ---------------------------------------------------------------------------
     def resolve(self, request: GenerationRequest) -> ResolvedRequest:
         """Fill defaults and check `request` for this backend; raises `InvalidRequest`."""
-        resolved = resolve(request, self.defaults, self.limits)
+        resolved = resolve(
+            request, self.defaults, self.limits, keeps_stream_state=self.keeps_stream_state
+        )
         self.check_inputs(resolved)
         return resolved
 
@@ -316,24 +347,29 @@ class SegmentedGenerator(ABC):
         """Generate `request` segment by segment; stop with `GenerationCancelled` on cancel."""
         resolved = request if isinstance(request, ResolvedRequest) else self.resolve(request)
         cursor = SegmentCursor(resolved)
-        while not cursor.done:
-            _raise_if_cancelled(cancel)
-            task = cursor.next_task()
-            started = time.perf_counter()
-
-            def on_step(item: int, step: int, total_steps: int, _index: int = task.index) -> None:
-                if progress is not None:
-                    progress(_index, step, total_steps)
+        try:
+            while not cursor.done:
                 _raise_if_cancelled(cancel)
+                task = cursor.next_task()
+                started = time.perf_counter()
 
-            (window,) = self.run_batch([task], on_step)
-            yield cursor.advance(window, time.perf_counter() - started)
+                def on_step(
+                    item: int, step: int, total_steps: int, _index: int = task.index
+                ) -> None:
+                    if progress is not None:
+                        progress(_index, step, total_steps)
+                    _raise_if_cancelled(cancel)
+
+                (window,) = self.run_batch([task], on_step)
+                yield cursor.advance(window, time.perf_counter() - started)
+        finally:  # done, failed, cancelled or closed early: the stream's state goes
+            cursor.release()
 
     def run_batch(self, tasks: Sequence[WindowTask], on_step: BatchStepCallback) -> list[Window]:
         """`generate_windows` (or `generate_window` for one task), with a backend's own
         failure (torch OOM, a bug) raised as `GenerationFailed`."""
         try:
-            if len(tasks) == 1:
+            if len(tasks) == 1 and not self.keeps_stream_state:
                 task = tasks[0]
 
                 def on_only_step(step: int, total_steps: int) -> None:

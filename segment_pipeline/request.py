@@ -196,9 +196,15 @@ def remix(source: ResolvedRequest, prompt: str, limits: Limits) -> ResolvedReque
 
 
 def resolve(
-    request: GenerationRequest, defaults: GeneratorDefaults, limits: Limits
+    request: GenerationRequest,
+    defaults: GeneratorDefaults,
+    limits: Limits,
+    *,
+    keeps_stream_state: bool = False,
 ) -> ResolvedRequest:
-    """Fill `request`'s defaults and check every field; raises `InvalidRequest`."""
+    """Fill `request`'s defaults and check every field; raises `InvalidRequest`.
+    `keeps_stream_state`: the backend continues from state it keeps (built from the video
+    to extend itself), so extending needs no overlap frames."""
     _check_prompt(request.prompt, limits)
     width = _positive_int(request.width if request.width is not None else defaults.width, "width")
     height = _positive_int(
@@ -293,7 +299,7 @@ def resolve(
         extend = _check_image(extend, "extend_video", width, height)
         if extend.ndim != 4 or len(extend) == 0:
             raise InvalidRequest("extend_video must hold at least one frame", param="extend_video")
-        if overlap == 0:
+        if overlap == 0 and not keeps_stream_state:
             raise InvalidRequest(
                 "extend_video needs overlap_frames >= 1 to condition on", param="overlap_frames"
             )
