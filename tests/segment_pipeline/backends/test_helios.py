@@ -186,3 +186,15 @@ def test_the_server_streams_a_helios_job(helios: HeliosGenerator) -> None:
     assert len(segments) == 2
     for data in segments:  # each segment file plays alone, 9 frames
         assert decode(b64(data, "segment")).shape == (9, SIZE, SIZE, 3)
+
+
+def test_the_registry_loads_a_helios_checkpoint_by_its_model_index(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from segment_pipeline import load_generator
+    from segment_pipeline.backends.helios import HELIOS_PIPELINES
+    from segment_pipeline.backends.registry import REGISTRY
+
+    assert {b.name: b for b in REGISTRY}["helios"].pipelines == HELIOS_PIPELINES
+    path = build_tiny_helios(tmp_path_factory.mktemp("by-index") / "tiny-helios")
+    assert isinstance(load_generator(model_path=path), HeliosGenerator)
