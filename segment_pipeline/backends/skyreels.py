@@ -46,7 +46,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, ModelLoadError
 from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from .ltx_base import (
@@ -97,7 +97,8 @@ class DiffusionForcing:
     (asynchronous, more transformer calls a window; the model card pairs 5 with 5).
     `causal_block_size` None is the checkpoint's own `num_frame_per_block`.
     `addnoise_condition` (timestep units, 20 recommended, at most ~50) noises the clean
-    prefix a little, which smooths long videos."""
+    prefix a little, which smooths long videos. Out-of-range settings are a
+    `ModelLoadError` naming the setting (they are the generator's, fixed when it is built)."""
 
     ar_step: int = 0
     causal_block_size: int | None = None
@@ -105,12 +106,16 @@ class DiffusionForcing:
 
     def __post_init__(self) -> None:
         if self.ar_step < 0:
-            raise ValueError(f"ar_step must be >= 0, got {self.ar_step}")
+            raise ModelLoadError(f"ar_step must be >= 0, got {self.ar_step}", param="ar_step")
         if self.causal_block_size is not None and self.causal_block_size < 1:
-            raise ValueError(f"causal_block_size must be >= 1, got {self.causal_block_size}")
+            raise ModelLoadError(
+                f"causal_block_size must be >= 1, got {self.causal_block_size}",
+                param="causal_block_size",
+            )
         if not 0 <= self.addnoise_condition < 1000:
-            raise ValueError(
-                f"addnoise_condition must be in [0, 1000), got {self.addnoise_condition}"
+            raise ModelLoadError(
+                f"addnoise_condition must be in [0, 1000), got {self.addnoise_condition}",
+                param="addnoise_condition",
             )
 
 

@@ -174,6 +174,12 @@ def test_causal_block_size_is_set_again_for_every_window(skyreels_dir: Path) -> 
     assert caught.value.param == "segment_frames"
 
 
+def test_settings_out_of_range_are_a_model_load_error() -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        DiffusionForcing(causal_block_size=0)
+    assert caught.value.param == "causal_block_size"
+
+
 def test_cancel_stops_within_one_step(skyreels: SkyReelsGenerator) -> None:
     cancel = CancelEvent()
     calls: list[tuple[int, int, int]] = []
