@@ -35,6 +35,7 @@ from segment_pipeline import (
     MediaLimits,
     read_audio,
     read_image,
+    read_video,
     read_video_tail,
 )
 
@@ -122,6 +123,17 @@ class GenerationParams(_Model):
     )
     extend_video: Media | None = Field(
         None, description="Video (base64 or data URL) whose end the output continues.", repr=False
+    )
+    video: Media | None = Field(
+        None,
+        description="Video (base64, data URL or multipart file) transformed segment by segment "
+        "into one of its length (video to video; models whose modes include v2v).",
+        repr=False,
+    )
+    strength: float | None = Field(
+        None,
+        description="With video: how much of it is re-made, in (0, 1] (1: all of it; 0.8).",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
     )
     audio: Media | None = Field(
         None,
@@ -421,6 +433,10 @@ def _generation_request(
         if params.audio is not None
         else None,
         audio_scale=params.audio_scale,
+        video=read_video(media_bytes(params.video, "video"), "video", limits)
+        if params.video is not None
+        else None,
+        strength=params.strength,
     )
 
 
