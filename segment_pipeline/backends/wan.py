@@ -367,4 +367,3 @@ def _to_video(clips: np.ndarray, device: torch.device, dtype: torch.dtype) -> to
     """(B, T, H, W, 3) uint8 to the VAE's (B, 3, T, H, W) in [-1, 1]."""
     video = torch.from_numpy(np.ascontiguousarray(clips)).to(device)
     return (video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0).to(dtype)
-
