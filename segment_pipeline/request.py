@@ -203,10 +203,11 @@ def _check_prompt(prompt: object, limits: Limits) -> None:
 def remix(source: ResolvedRequest, prompt: str, limits: Limits) -> ResolvedRequest:
     """`source` with a new `prompt`: every setting and the seed as resolved for it (so
     nothing falls back to a default), without its inputs (reference image, video to
-    extend, audio), which belonged to the old prompt. Raises `InvalidRequest`."""
+    extend or to transform, audio), which belonged to the old prompt. Raises
+    `InvalidRequest`."""
     _check_prompt(prompt, limits)
     return dataclasses.replace(
-        source, prompt=prompt, reference_image=None, extend_video=None, audio=None
+        source, prompt=prompt, reference_image=None, extend_video=None, audio=None, video=None
     )
 
 

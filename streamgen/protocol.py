@@ -125,16 +125,9 @@ class GenerationParams(_Model):
         None, description="Video (base64 or data URL) whose end the output continues.", repr=False
     )
     video: Media | None = Field(
-        None,
-        description="Video (base64, data URL or multipart file) transformed segment by segment "
-        "into one of its length (video to video; models whose modes include v2v).",
-        repr=False,
+        None, description="Video (base64 or data URL) to re-make at its length (v2v).", repr=False
     )
-    strength: float | None = Field(
-        None,
-        description="With video: how much of it is re-made, in (0, 1] (1: all of it; 0.8).",
-        json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
-    )
+    strength: float | None = Field(None, gt=0, le=1, description="With video: how much is re-made.")
     audio: Media | None = Field(
         None,
         validation_alias=AliasChoices("audio", "audio_base64"),
@@ -433,9 +426,9 @@ def _generation_request(
         if params.audio is not None
         else None,
         audio_scale=params.audio_scale,
-        video=read_video(media_bytes(params.video, "video"), "video", limits)
-        if params.video is not None
-        else None,
+        video=None
+        if params.video is None
+        else read_video(media_bytes(params.video, "video"), "video", limits),
         strength=params.strength,
     )
 
