@@ -20,12 +20,15 @@ import torch
 from segment_pipeline import (
     GenerationRequest,
     InvalidRequest,
+    Limits,
     ModelLoadError,
     SegmentPipeline,
     WindowTask,
+    remix,
 )
 from segment_pipeline.backends.embedded import EmbeddedGenerator
 from segment_pipeline.backends.wan import WanGenerator
+from segment_pipeline.generator import check_modes
 from segment_pipeline.pipeline import EncodedSegment
 from tests.server import ServerThread
 from tests.streamgen.stream_reading import b64, read_sse
@@ -201,6 +204,11 @@ def test_image_to_video_weights_start_from_the_image(wan_i2v: WanGenerator) -> N
     with pytest.raises(InvalidRequest) as refused:
         wan_i2v.resolve(request(num_frames=None, video=clip(9)))
     assert refused.value.param == "video"
+    # A remix drops the source's image: the check the remix route makes refuses it too.
+    remixed = remix(wan_i2v.resolve(request(reference_image=image)), "another", Limits())
+    with pytest.raises(InvalidRequest) as no_image:
+        check_modes(remixed, wan_i2v.modes, wan_i2v.name)
+    assert no_image.value.param == "reference_image"
 
 
 def test_another_family_is_a_model_load_error(tmp_path: Path) -> None:
