@@ -25,7 +25,7 @@ from .generator import (
     Window,
     WindowTask,
 )
-from .media import MediaLimits, read_image, read_video_tail
+from .media import MediaLimits, read_image, read_video, read_video_tail
 from .pipeline import EncodedSegment, PipelineJob, SegmentPipeline
 from .request import (
     MAX_SEED,
@@ -71,6 +71,7 @@ __all__ = [
     "load_generator",
     "read_audio",
     "read_image",
+    "read_video",
     "read_video_tail",
     "remix",
 ]

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioClip, sample_at
-from .errors import GenerationCancelled, GenerationFailed, PipelineError
+from .errors import GenerationCancelled, GenerationFailed, InvalidRequest, PipelineError
 from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest, resolve
 
 ProgressCallback = Callable[[int, int, int], None]
@@ -258,6 +258,9 @@ class SegmentedGenerator(ABC):
     # windows go through `generate_windows` (which sees each task's state), and a video to
     # extend needs no overlap, since the backend reads `extend_video` itself.
     keeps_stream_state: bool = False
+    # What it can make, of "t2v", "i2v" (a reference image as frame 0), "v2v" (a `video`
+    # transformed), "extend" (an `extend_video` continued); "audio" follows `produces_audio`.
+    modes: frozenset[str] = frozenset({"t2v", "i2v", "extend"})
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
@@ -268,6 +271,7 @@ class SegmentedGenerator(ABC):
         resolved = resolve(
             request, self.defaults, self.limits, keeps_stream_state=self.keeps_stream_state
         )
+        check_modes(resolved, self.modes, self.name)
         self.check_inputs(resolved)
         return resolved
 
@@ -280,6 +284,7 @@ class SegmentedGenerator(ABC):
         return {
             "id": self.name,
             "defaults": self.defaults.__dict__,
+            "modes": sorted(self.modes | ({"audio"} if self.produces_audio else set())),
             "audio": {
                 "generates": self.produces_audio,
                 "conditions_on_request_audio": self.conditions_on_audio,
@@ -382,6 +387,27 @@ class SegmentedGenerator(ABC):
         except Exception as exc:  # one error type for callers
             which = ", ".join(str(task.index) for task in tasks)
             raise GenerationFailed(f"segment {which} failed: {exc}") from exc
+
+
+def check_modes(request: ResolvedRequest, modes: frozenset[str], model: str) -> None:
+    """Raise `InvalidRequest` naming the input `request` gives that `model` cannot take."""
+    inputs = (
+        ("video", request.video, "v2v", "video to video"),
+        ("reference_image", request.reference_image, "i2v", "image to video"),
+        ("extend_video", request.extend_video, "extend", "extending a video"),
+    )
+    for param, given, mode, what in inputs:
+        if given is not None and mode not in modes:
+            raise InvalidRequest(
+                f"{param}: model {model!r} cannot do {what} ({mode}); it can do "
+                f"{', '.join(sorted(modes))}",
+                param=param,
+            )
+    if request.reference_image is None and request.extend_video is None and "t2v" not in modes:
+        raise InvalidRequest(
+            f"model {model!r} needs a reference_image (or an extend_video) to start from",
+            param="reference_image",
+        )
 
 
 def _first_given(request: ResolvedRequest) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Reading a request's pictures: a reference image, and the end of a video to extend.
+"""Reading a request's pictures: a reference image, the end of a video to extend, and a
+video to transform.
 
 Both are checked by their headers (pixels a frame, frames, bytes) against `MediaLimits`
 before anything is decoded, so a small file that claims a huge picture costs nothing. Of a
@@ -61,6 +62,14 @@ def read_image(
         ) from exc
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InvalidRequest(f"{param} is not a readable image ({_why(exc)})", param=param) from exc
+
+
+def read_video(
+    source: Source, param: str = "video", limits: MediaLimits | None = None
+) -> np.ndarray:
+    """Every frame of a video file (a video to transform) as (T, H, W, 3) uint8 RGB, within
+    `limits` (frames, and the bytes they take decoded)."""
+    return read_video_tail(source, param, None, limits)
 
 
 def read_video_tail(

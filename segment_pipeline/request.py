@@ -19,6 +19,7 @@ from .audio import SAMPLE_RATE, AudioClip
 from .errors import InvalidRequest
 
 MAX_SEED = 2**63 - 1  # a seed is a signed 64-bit integer everywhere it is stored
+V2V_STRENGTH = 0.8  # how much of a `video` is re-made when `strength` is left out (diffusers')
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class GenerationRequest:
     Duration is given by exactly one of `num_frames` (frames), `seconds`, or `unbounded`
     (segments until cancelled). `reference_image` is (H, W, 3) uint8 and becomes frame 0;
     `extend_video` is (T, H, W, 3) uint8 and the output continues from its last frame.
+    `video` is (T, H, W, 3) uint8 transformed segment by segment into a video of its length
+    (video to video); `strength` in (0, 1] is how much of it is re-made (1: all of it).
     """
 
     prompt: str
@@ -74,6 +77,8 @@ class GenerationRequest:
     extend_video: np.ndarray | None = field(default=None, repr=False, compare=False)
     audio: AudioClip | None = field(default=None, repr=False, compare=False)
     audio_scale: float | None = None  # how strongly an audio-driven backend follows it
+    video: np.ndarray | None = field(default=None, repr=False, compare=False)
+    strength: float | None = None  # with `video` only
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class ResolvedRequest:
     extend_video: np.ndarray | None = field(default=None, repr=False, compare=False)
     audio: AudioClip | None = field(default=None, repr=False, compare=False)  # at SAMPLE_RATE
     audio_scale: float = 1.0
+    video: np.ndarray | None = field(default=None, repr=False, compare=False)  # at width x height
+    strength: float = V2V_STRENGTH  # how much of `video` is re-made; unused without it
 
     @property
     def seconds(self) -> float | None:
@@ -129,6 +136,14 @@ class ResolvedRequest:
         if remaining <= 0:
             return 1
         return 1 + math.ceil(remaining / self.frames_emitted_by(1))
+
+    def window_start(self, index: int) -> int:
+        """Where window `index` starts in the output video (frames; negative for the frames
+        of a video being extended): the frames before it, less its given frames."""
+        if index == 0:
+            return -(0 if self.first_emits_given else self.first_given_frames)
+        before = self.frames_emitted_by(0) + (index - 1) * self.frames_emitted_by(1)
+        return before - self.overlap_frames
 
 
 def _positive_int(
@@ -188,10 +203,11 @@ def _check_prompt(prompt: object, limits: Limits) -> None:
 def remix(source: ResolvedRequest, prompt: str, limits: Limits) -> ResolvedRequest:
     """`source` with a new `prompt`: every setting and the seed as resolved for it (so
     nothing falls back to a default), without its inputs (reference image, video to
-    extend, audio), which belonged to the old prompt. Raises `InvalidRequest`."""
+    extend or to transform, audio), which belonged to the old prompt. Raises
+    `InvalidRequest`."""
     _check_prompt(prompt, limits)
     return dataclasses.replace(
-        source, prompt=prompt, reference_image=None, extend_video=None, audio=None
+        source, prompt=prompt, reference_image=None, extend_video=None, audio=None, video=None
     )
 
 
@@ -240,7 +256,11 @@ def resolve(
     if not math.isfinite(audio_scale) or audio_scale < 0:
         raise InvalidRequest(f"audio_scale must be >= 0, got {audio_scale}", param="audio_scale")
 
+    video = _check_video(request, width, height)
+    strength = _check_strength(request.strength, video)
     total_frames = _total_frames(request, defaults, fps, limits, audio)
+    if video is not None:
+        total_frames = _video_frames(request, video, total_frames)
     steps = _positive_int(
         request.num_inference_steps
         if request.num_inference_steps is not None
@@ -320,7 +340,58 @@ def resolve(
         extend_video=extend,
         audio=audio,
         audio_scale=float(audio_scale),
+        video=video,
+        strength=strength,
     )
+
+
+def _check_video(request: GenerationRequest, width: int, height: int) -> np.ndarray | None:
+    """The video to transform at `width` x `height`, alone among the given pictures."""
+    video = request.video
+    if video is None:
+        return None
+    for other in ("reference_image", "extend_video"):
+        if getattr(request, other) is not None:
+            raise InvalidRequest(f"give either video or {other}, not both", param="video")
+    video = _check_image(video, "video", width, height)
+    if video.ndim != 4 or len(video) == 0:
+        raise InvalidRequest("video must hold at least one frame", param="video")
+    return video
+
+
+def _check_strength(strength: object, video: np.ndarray | None) -> float:
+    if strength is None:
+        return V2V_STRENGTH
+    if video is None:
+        raise InvalidRequest("strength needs a video to transform", param="strength")
+    if (
+        isinstance(strength, bool)
+        or not isinstance(strength, int | float)
+        or not math.isfinite(strength)
+        or not 0 < strength <= 1
+    ):
+        raise InvalidRequest(
+            f"strength must be a number in (0, 1] (1 re-makes the whole video), got {strength!r}",
+            param="strength",
+        )
+    return float(strength)
+
+
+def _video_frames(request: GenerationRequest, video: np.ndarray, asked: int | None) -> int:
+    """The output's length with a video to transform: the video's, or the start of it that
+    `num_frames` or `seconds` asks for."""
+    if asked is None:
+        raise InvalidRequest(
+            "a video to transform has its own length: it cannot be unbounded", param="unbounded"
+        )
+    if request.num_frames is None and request.seconds is None:
+        return len(video)
+    if asked > len(video):
+        param = "num_frames" if request.num_frames is not None else "seconds"
+        raise InvalidRequest(
+            f"{asked} frames asked, but the video to transform has only {len(video)}", param=param
+        )
+    return asked
 
 
 def _total_frames(

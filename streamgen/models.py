@@ -204,12 +204,11 @@ def card(generator: SegmentedGenerator, model: str) -> dict[str, Any]:
 
 
 def modes_of(generator: SegmentedGenerator) -> set[str]:
-    """The generator's `modes` (class attribute or `describe()` key); one that declares
-    none makes video from text, and audio when it produces audio."""
-    declared = getattr(generator, "modes", None)
-    if declared is not None:
-        return {mode for mode in declared if mode in MODES}
-    return {"t2v", "audio"} if generator.produces_audio else {"t2v"}
+    """What the generator can make (`SegmentedGenerator.modes`), with "audio" when it
+    makes its own sound."""
+    return {m for m in generator.modes if m in MODES} | (
+        {"audio"} if generator.produces_audio else set()
+    )
 
 
 def batches(generator: SegmentedGenerator) -> bool:

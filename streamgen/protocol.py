@@ -35,6 +35,7 @@ from segment_pipeline import (
     MediaLimits,
     read_audio,
     read_image,
+    read_video,
     read_video_tail,
 )
 
@@ -123,6 +124,10 @@ class GenerationParams(_Model):
     extend_video: Media | None = Field(
         None, description="Video (base64 or data URL) whose end the output continues.", repr=False
     )
+    video: Media | None = Field(
+        None, description="Video (base64 or data URL) to re-make at its length (v2v).", repr=False
+    )
+    strength: float | None = Field(None, gt=0, le=1, description="With video: how much is re-made.")
     audio: Media | None = Field(
         None,
         validation_alias=AliasChoices("audio", "audio_base64"),
@@ -432,6 +437,10 @@ def _generation_request(
         if params.audio is not None
         else None,
         audio_scale=params.audio_scale,
+        video=None
+        if params.video is None
+        else read_video(media_bytes(params.video, "video"), "video", limits),
+        strength=params.strength,
     )
 
 

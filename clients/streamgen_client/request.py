@@ -36,6 +36,8 @@ class GenerateRequest:
     extend_video: bytes | None = field(default=None, repr=False)  # video file bytes
     audio: bytes | None = field(default=None, repr=False)  # audio file bytes: the sound track
     audio_scale: float | None = None  # how strongly a model that follows audio follows it
+    video: bytes | None = field(default=None, repr=False)  # video file bytes: to transform
+    strength: float | None = None  # with video: how much is re-made, (0, 1]
     extra: Mapping[str, Any] = field(default_factory=dict)  # further server fields, as given
 
     def to_json(self) -> dict[str, Any]:
@@ -54,6 +56,7 @@ class GenerateRequest:
             "segment_frames",
             "overlap_frames",
             "audio_scale",
+            "strength",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -66,12 +69,14 @@ class GenerateRequest:
             body["extend_video"] = base64.b64encode(self.extend_video).decode("ascii")
         if self.audio is not None:
             body["audio"] = base64.b64encode(self.audio).decode("ascii")
+        if self.video is not None:
+            body["video"] = base64.b64encode(self.video).decode("ascii")
         body.update(self.extra)
         return body
 
 
 def read_file(path: str | Path) -> bytes:
-    """The bytes of a file, for `reference_image` / `extend_video`."""
+    """The bytes of a file, for `reference_image`, `extend_video`, `video`, `audio`."""
     return Path(path).read_bytes()
 
 

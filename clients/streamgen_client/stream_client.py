@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float)
     p.add_argument("--reference-image", type=Path, help="image file that becomes frame 0")
     p.add_argument("--extend-video", type=Path, help="video file whose end the output continues")
+    p.add_argument("--video", type=Path, help="video file transformed into one of its length")
+    p.add_argument("--strength", type=float, help="with --video: how much is re-made, (0, 1]")
     p.add_argument(
         "--audio", type=Path, help="audio file (WAV, MP3, AAC, FLAC…): the video's sound track"
     )
@@ -145,6 +147,8 @@ def _request(args: argparse.Namespace) -> GenerateRequest | None:
         overlap_frames=args.overlap_frames,
         reference_image=read_file(args.reference_image) if args.reference_image else None,
         extend_video=read_file(args.extend_video) if args.extend_video else None,
+        video=read_file(args.video) if args.video else None,
+        strength=args.strength,
         audio=read_file(args.audio) if args.audio else None,
         audio_scale=args.audio_scale,
     )

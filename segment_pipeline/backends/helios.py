@@ -113,7 +113,7 @@ class HeliosGenerator(LTXFamilyGenerator):
     native_defaults = HELIOS_DEFAULTS
     unnamed = "helios"
     keeps_stream_state = True
-    modes = ("t2v", "i2v", "extend")
+    modes = frozenset({"t2v", "i2v", "extend"})
 
     def __init__(
         self,
@@ -167,7 +167,7 @@ class HeliosGenerator(LTXFamilyGenerator):
         info.update(
             variant=self.variant,
             pyramid_stages=self.stages,
-            modes=list(self.modes),
+            modes=sorted(self.modes),
             size_multiple=self.size_multiple,
             batching=False,
             batching_note="each stream's chunk attends to its own latent history: one at a time",

@@ -140,7 +140,7 @@ class SkyReelsGenerator(SegmentedGenerator):
     """Generates with a SkyReels-V2 Diffusion Forcing diffusers checkpoint on CPU or GPU."""
 
     backend: ClassVar[str] = "skyreels"
-    modes: ClassVar[tuple[str, ...]] = ("t2v", "i2v", "extend")
+    modes = frozenset({"t2v", "i2v", "extend"})
     # No `video`-to-video with `strength`: diffusers' DF "VideoToVideo" extends a clip.
 
     def __init__(
@@ -198,7 +198,7 @@ class SkyReelsGenerator(SegmentedGenerator):
             weights=self.model_path.name,  # its directory, not where it lies on disk
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
-            modes=list(self.modes),
+            modes=sorted(self.modes),
             batching=self.batches,
             size_multiple=self.size_multiple,
             frame_multiple=self.frame_multiple,

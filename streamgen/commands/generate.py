@@ -22,7 +22,7 @@ from segment_pipeline import (
     load_generator,
     read_audio,
 )
-from segment_pipeline.media import MediaLimits, read_image, read_video_tail
+from segment_pipeline.media import MediaLimits, read_image, read_video, read_video_tail
 
 from ..config import ConfigError, Settings, load_settings
 
@@ -52,6 +52,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--overlap-frames", type=int, help="frames each segment is conditioned on")
     p.add_argument("--reference-image", type=Path, help="image that becomes frame 0")
     p.add_argument("--extend-video", type=Path, help="video whose end the output continues")
+    p.add_argument(
+        "--video", type=Path, help="video transformed segment by segment into one of its length "
+        "(video to video, on models that can: see --strength)",
+    )  # fmt: skip
+    p.add_argument("--strength", type=float, help="with --video: how much is re-made, (0, 1]")
     p.add_argument(
         "--audio", type=Path, help="audio file (WAV, MP3, AAC, FLAC, Ogg): the sound track; "
         "the video lasts as long as it unless --seconds or --num-frames is given",
@@ -125,6 +130,8 @@ def _request(
         else None,
         audio=_load_audio(args.audio) if args.audio else None,
         audio_scale=args.audio_scale,
+        video=read_video(args.video, limits=limits) if args.video else None,
+        strength=args.strength,
     )
 
 

@@ -34,7 +34,7 @@ Flat = str | int | bytes
 """What a store keeps in one field (Redis hands every one back as bytes)."""
 
 # The values of a record: its request, its error; its terminal event ----------------------
-_ARRAY_FIELDS = ("reference_image", "extend_video")
+_ARRAY_FIELDS = ("reference_image", "extend_video", "video")
 _INPUT_FIELDS = (*_ARRAY_FIELDS, "audio")  # packed apart (`pack_arrays`): the pixels and sound
 # Every other field of the request, read from the dataclass so none can be forgotten; one
 # with a default may be absent from a record written before it existed.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from segment_pipeline import PipelineError, ResolvedRequest, remix
+from segment_pipeline.generator import check_modes
 from streamgen.errors import from_pipeline_error
 from streamgen.jobs import Job, Submission, new_job_id
 from streamgen.protocol import GenerationParams, to_generation_request
@@ -64,6 +65,8 @@ async def submit_remix(state: AppState, source: Job, prompt: str) -> Job:
     generator = (await asyncio.to_thread(manager.models.pipeline, model)).generator
     try:
         resolved = remix(source.spec.request, prompt, generator.limits)
+        # Without the source's inputs: a model that needs an image (Wan I2V) refuses it now.
+        check_modes(resolved, generator.modes, generator.name)
     except PipelineError as exc:
         raise from_pipeline_error(exc) from exc
     return await _queue(

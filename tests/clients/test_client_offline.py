@@ -42,6 +42,15 @@ def test_request_body_leaves_unset_fields_out_and_sends_the_image_base64():
     }
 
 
+def test_a_video_to_transform_is_sent_base64_with_its_strength():
+    body = GenerateRequest(prompt="p", video=b"\x00\x00\x00\x18ftyp", strength=0.5).to_json()
+    assert body == {
+        "prompt": "p",
+        "strength": 0.5,
+        "video": base64.b64encode(b"\x00\x00\x00\x18ftyp").decode(),
+    }
+
+
 def test_parse_size():
     assert parse_size("640x480") == (640, 480)
     assert parse_size("832*480") == (832, 480)

@@ -107,3 +107,50 @@ def test_a_remix_keeps_every_resolved_field_but_the_prompt_and_inputs():
     with pytest.raises(InvalidRequest) as info:
         remix(source, "x" * 3000, Limits())
     assert info.value.param == "prompt"
+
+
+def test_a_video_to_transform_sets_the_length_and_strength():
+    video = np.zeros((20, 64, 64, 3), np.uint8)
+    r = check(video=video)
+    assert r.total_frames == 20 and r.strength == 0.8  # its length; diffusers' strength
+    assert r.video is not None and r.video.shape == (20, 128, 128, 3)  # at the request's size
+    assert check(video=video, num_frames=9, strength=1).total_frames == 9  # its start
+    assert remix(r, "another", Limits()).video is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"strength": 0.5}, "strength"),
+        ({"video": np.zeros((4, 8, 8, 3), np.uint8), "strength": 0}, "strength"),
+        ({"video": np.zeros((4, 8, 8, 3), np.uint8), "seconds": 10.0}, "seconds"),
+        ({"video": np.zeros((4, 8, 8, 3), np.uint8), "unbounded": True}, "unbounded"),
+        (
+            {"video": np.zeros((4, 8, 8, 3), np.uint8), "extend_video": np.zeros((2, 8, 8, 3))},
+            "video",
+        ),
+    ],
+)
+def test_video_fields_that_cannot_be_met_name_the_parameter(fields, param):
+    with pytest.raises(InvalidRequest) as caught:
+        check(**fields)
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"reference_image": np.zeros((128, 128, 3), np.uint8)},
+        {"extend_video": np.zeros((6, 128, 128, 3), np.uint8)},
+    ],
+)
+def test_window_start_is_where_the_segment_loop_starts_each_window(fields):
+    from segment_pipeline import SegmentCursor
+
+    request = check(num_frames=40, **fields)
+    cursor = SegmentCursor(request)
+    for index in range(request.total_segments):
+        task = cursor.next_task()
+        assert request.window_start(index) == task.start_frame
+        cursor.advance(np.zeros((12, 128, 128, 3), np.uint8), 0.0)

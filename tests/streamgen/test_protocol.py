@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -94,12 +95,35 @@ def test_a_body_that_is_not_an_object_is_400() -> None:
             {"prompt": "p", "extend_video": base64.b64encode(b"not a video").decode()},
             "extend_video",
         ),
+        ({"prompt": "p", "video": base64.b64encode(b"not a video").decode()}, "video"),
     ],
 )
 def test_conversion_errors_name_the_field(payload: dict, param: str) -> None:
     with pytest.raises(errors.InvalidParameter) as info:
         to_generation_request(parse(GenerationParams, payload))
     assert info.value.param == param
+
+
+def _mp4(frames: int) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for _ in range(frames):
+            picture = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 90, np.uint8), "rgb24")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_a_video_to_transform_is_read_whole_in_every_form() -> None:
+    mp4 = _mp4(7)
+    text = base64.b64encode(mp4).decode()
+    for sent in (mp4, text, "data:video/mp4;base64," + text):  # multipart, base64, data URL
+        params = parse(GenerationParams, {"prompt": "p", "video": sent, "strength": 0.3})
+        request = to_generation_request(params, default_overlap=1)
+        assert request.video is not None and request.video.shape == (7, 16, 16, 3)
+        assert request.strength == 0.3
 
 
 def test_reference_image_as_base64_or_data_url() -> None:
@@ -130,6 +154,7 @@ def test_uploaded_files_are_read_as_bytes_and_json_text_as_base64() -> None:
     [
         (GenerationParams, "reference_image", "reference_image"),
         (GenerationParams, "extend_video", "extend_video"),
+        (GenerationParams, "video", "video"),
         (VideoCreateRequest, "input_reference", "input_reference.str"),
     ],
 )

@@ -28,6 +28,11 @@ from tests.streamgen.stream_reading import b64, read_sse
 from .helios_tiny import build_tiny_helios, build_tiny_helios_distilled
 from .ltx_tiny import build_other_pipeline
 
+NO_CALIBRATION = {
+    "calibrate_at_start": False,
+    "calibrate_when_idle": False,
+}  # its default window is slow on a CPU
+
 SIZE = 32  # 4x4 latent pixels: Wan's VAE compresses 8x in space
 SMALL = {"width": SIZE, "height": SIZE, "fps": 8.0, "num_frames": 18, "segment_frames": 9,
          "num_inference_steps": 2, "guidance_scale": 1.0}  # fmt: skip
@@ -167,7 +172,7 @@ def test_another_pipeline_is_a_model_load_error(tmp_path: Path) -> None:
 
 
 def test_the_server_streams_a_helios_job(helios: HeliosGenerator) -> None:
-    server = ServerThread({"calibrate_when_idle": False}, generator=helios).start()
+    server = ServerThread(NO_CALIBRATION, generator=helios).start()
     try:
 
         async def scenario() -> object:

@@ -31,6 +31,11 @@ from tests.streamgen.stream_reading import b64, read_sse
 from ..test_audio import clicks, onsets
 from .ltx2_tiny import build_tiny_ltx2
 
+NO_CALIBRATION = {
+    "calibrate_at_start": False,
+    "calibrate_when_idle": False,
+}  # its default window is slow on a CPU
+
 AAC_FRAME_S = 1024 / SAMPLE_RATE
 SMALL = {"width": 32, "height": 32, "fps": 8.0, "num_frames": 21, "segment_frames": 9,
          "overlap_frames": 1, "num_inference_steps": 2}  # fmt: skip
@@ -107,7 +112,7 @@ def test_sizes_and_checkpoints_ltx2_cannot_take(ltx2: LTX2Generator, tmp_path: P
 
 
 def test_the_server_streams_an_ltx2_job_with_both_tracks(ltx2: LTX2Generator) -> None:
-    server = ServerThread({"calibrate_when_idle": False}, generator=ltx2).start()
+    server = ServerThread(NO_CALIBRATION, generator=ltx2).start()
     try:
 
         async def scenario() -> object:

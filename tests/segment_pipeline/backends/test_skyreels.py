@@ -24,6 +24,11 @@ from tests.streamgen.stream_reading import b64, read_sse
 from .ltx_tiny import build_other_pipeline
 from .skyreels_tiny import build_tiny_skyreels
 
+NO_CALIBRATION = {
+    "calibrate_at_start": False,
+    "calibrate_when_idle": False,
+}  # its default window is slow on a CPU
+
 SIZE = 32  # 2x2 tokens a latent frame: Wan's VAE compresses 8x, the transformer patches 2x2
 # 13-frame windows (4 latent frames) overlapping 5 (2 latent frames): 13 new frames, then 8.
 SMALL = {"width": SIZE, "height": SIZE, "fps": 8.0, "segment_frames": 13, "overlap_frames": 5,
@@ -234,7 +239,7 @@ def test_checkpoints_skyreels_cannot_load(tmp_path: Path) -> None:
 
 
 def test_the_server_streams_a_skyreels_job(skyreels: SkyReelsGenerator) -> None:
-    server = ServerThread({"calibrate_when_idle": False}, generator=skyreels).start()
+    server = ServerThread(NO_CALIBRATION, generator=skyreels).start()
     try:
 
         async def scenario() -> object:

@@ -65,6 +65,8 @@ def test_generate_writes_a_playable_mp4_and_segments(tmp_path):
         (["--reference-image", "/nonexistent.png"], "reference_image"),
         (["--audio", "/nonexistent.wav"], "audio"),
         (["--audio", __file__], "audio"),
+        (["--video", "/nonexistent.mp4"], "video"),
+        (["--strength", "0.5"], "strength"),  # with no video to transform
     ],
 )
 def test_bad_input_names_the_parameter_and_leaves_no_file(tmp_path, capsys, args, param):
@@ -73,6 +75,23 @@ def test_bad_input_names_the_parameter_and_leaves_no_file(tmp_path, capsys, args
     assert code != 0
     assert f"parameter: {param}" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_is_refused_by_a_model_without_video_to_video(tmp_path, capsys):
+    video = tmp_path / "in.mp4"
+    with av.open(str(video), mode="w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(4):
+            picture = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), "rgb24")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    out = tmp_path / "out.mp4"
+    code = main(["generate", "--prompt", "p", "-o", str(out), "--video", str(video), *FAST])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "parameter: video" in err and "cannot do video to video" in err
+    assert not out.exists()
 
 
 def test_reference_image_becomes_frame_zero(tmp_path, capsys):

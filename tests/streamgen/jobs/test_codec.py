@@ -35,7 +35,7 @@ IMAGE = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
 REQUEST = ResolvedRequest(
     prompt="a red ball", negative_prompt="blur", seed=7, width=64, height=64, fps=8.0,
     total_frames=28, num_inference_steps=2, guidance_scale=1.5, segment_frames=12,
-    overlap_frames=4, reference_image=IMAGE, audio_scale=0.5,
+    overlap_frames=4, reference_image=IMAGE, audio_scale=0.5, strength=0.6,
 )  # fmt: skip
 
 # A value other than the default for every field (the test below checks that: a new field
@@ -217,6 +217,14 @@ def test_a_request_and_its_pixels_survive_the_round_trip() -> None:
     assert back == request  # arrays are not compared by the dataclass
     assert back.reference_image is not None and np.array_equal(back.reference_image, image)
     assert unpack_request(pack_request(request, arrays=False)).reference_image is None
+
+
+def test_a_video_to_transform_and_its_strength_survive_the_round_trip() -> None:
+    video = np.arange(3 * 64 * 64 * 3, dtype=np.uint8).reshape(3, 64, 64, 3)
+    fields = {**REQUEST.__dict__, "reference_image": None, "video": video, "strength": 0.4}
+    back = unpack_request(pack_request(ResolvedRequest(**fields)))
+    assert back.video is not None and np.array_equal(back.video, video)
+    assert back.strength == 0.4
 
 
 def test_every_field_of_the_request_is_kept_even_one_added_later() -> None:
