@@ -33,7 +33,8 @@ class LTXFamilyGenerator(SegmentedGenerator):
     """A generator over one diffusers pipeline of the LTX family, on CPU or GPU.
 
     A subclass names its family and pipelines, loads its components (`_load_components`)
-    and says its size and frame multiples (`_multiples`); windows go through `_call`.
+    and says its size and frame multiples (`_multiples`: `size_multiple` is what
+    `SegmentedGenerator.size_rule` rounds sizes to); windows go through `_call`.
     """
 
     backend: ClassVar[str]  # the registry's name, in `describe`
@@ -85,7 +86,7 @@ class LTXFamilyGenerator(SegmentedGenerator):
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:
-        check_shape(request, self.size_multiple, self.frame_multiple, self.family)
+        check_shape(request, self.frame_multiple, self.family)
 
     def _call(self, request: ResolvedRequest, on_step_end: StepEnd, **inputs: Any) -> Any:
         """One pipeline call at `request`'s size, length, frame rate and step count, frames
@@ -127,14 +128,9 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
     return (np.asarray(video) * 255.0).round().clip(0, 255).astype(np.uint8)
 
 
-def check_shape(request: ResolvedRequest, size: int, frames: int, family: str) -> None:
-    """Sizes in multiples of the VAE's `size`, windows and overlaps of `frames`k+1 frames
-    (the VAE encodes the given frames as one clip), for the LTX family `family`."""
-    for param, value in (("width", request.width), ("height", request.height)):
-        if value % size:
-            raise InvalidRequest(
-                f"{param} must be a multiple of {size} for {family}, got {value}", param=param
-            )
+def check_shape(request: ResolvedRequest, frames: int, family: str) -> None:
+    """Windows and overlaps of `frames`k+1 frames (the VAE encodes the given frames as one
+    clip), for the LTX family `family`; sizes were rounded to its multiple by `resolve`."""
     if (request.segment_frames - 1) % frames:
         raise InvalidRequest(
             f"segment_frames must be {frames}k+1 ({_examples(frames)}) for {family}, "
