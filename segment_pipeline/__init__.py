@@ -34,11 +34,14 @@ from .request import (
     ResolvedRequest,
     remix,
 )
+from .sizes import SIZE_PATTERN, SIZE_PRESETS, SizeRule, parse_size
 
 __all__ = [
     "BACKENDS",
     "MAX_SEED",
     "SAMPLE_RATE",
+    "SIZE_PATTERN",
+    "SIZE_PRESETS",
     "AudioClip",
     "AudioLimits",
     "CancelEvent",
@@ -63,9 +66,11 @@ __all__ = [
     "SegmentCursor",
     "SegmentPipeline",
     "SegmentedGenerator",
+    "SizeRule",
     "Window",
     "WindowTask",
     "load_generator",
+    "parse_size",
     "read_audio",
     "read_image",
     "read_video_tail",

@@ -260,13 +260,14 @@ class SegmentedGenerator(ABC):
             return max(multiple, side // multiple * multiple)
 
         limits = self.limits
-        pixels = [p for p in (self.max_pixels, limits.max_pixels) if p is not None]
-        return SizeRule(
-            multiple=multiple,
-            max_width=cap(self.max_width, limits.max_width),
-            max_height=cap(self.max_height, limits.max_height),
-            max_pixels=min(pixels) if pixels else None,
+        width, height = (
+            cap(self.max_width, limits.max_width),
+            cap(self.max_height, limits.max_height),
         )
+        pixels = min(p for p in (self.max_pixels, limits.max_pixels) if p is not None)
+        # A pixel cap the side caps already keep is no cap (and not worth saying).
+        binding = pixels if pixels < width * height else None
+        return SizeRule(multiple, max_width=width, max_height=height, max_pixels=binding)
 
     def check_inputs(self, request: ResolvedRequest) -> None:
         """Backend-specific checks (frame counts the model can take); raise `InvalidRequest`."""

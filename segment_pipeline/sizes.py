@@ -27,6 +27,8 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
 """Landscape (width, height) in pixels of each preset; the portrait form is ``HxW``."""
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×*]\s*(\d+)\s*$")
+SIZE_PATTERN = r"^\s*(\d+\s*[xX×*]\s*\d+|(480|540|720|1080)[pP])\s*$"
+"""What a size field takes, for schemas: ``WxH`` or a preset."""
 
 
 def parse_size(text: str, param: str = "size") -> tuple[int, int]:
