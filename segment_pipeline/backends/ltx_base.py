@@ -64,6 +64,7 @@ class LTXFamilyGenerator(SegmentedGenerator):
         self.name = self.model_path.name or self.unnamed
         self.defaults = defaults or self.native_defaults
         self.size_multiple, self.frame_multiple = self._multiples()
+        self.max_width, self.max_height = self._max_sides()
         # One pipeline object holds per-call state (guidance scale, timesteps): one call at a time.
         self._lock = threading.Lock()
 
@@ -74,6 +75,10 @@ class LTXFamilyGenerator(SegmentedGenerator):
     @abstractmethod
     def _multiples(self) -> tuple[int, int]:
         """(what frame sides must be a multiple of, n in the frame counts n*k+1)."""
+
+    def _max_sides(self) -> tuple[int | None, int | None]:
+        """The checkpoint's own caps on (width, height) in pixels; None: the service's."""
+        return None, None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
