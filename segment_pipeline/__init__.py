@@ -35,11 +35,14 @@ from .request import (
     ResolvedRequest,
     remix,
 )
+from .sizes import SIZE_PATTERN, SIZE_PRESETS, SizeRule, parse_size
 
 __all__ = [
     "BACKENDS",
     "MAX_SEED",
     "SAMPLE_RATE",
+    "SIZE_PATTERN",
+    "SIZE_PRESETS",
     "AudioClip",
     "AudioLimits",
     "CancelEvent",
@@ -64,11 +67,13 @@ __all__ = [
     "SegmentCursor",
     "SegmentPipeline",
     "SegmentedGenerator",
+    "SizeRule",
     "StreamState",
     "Window",
     "WindowTask",
     "backend_for",
     "load_generator",
+    "parse_size",
     "read_audio",
     "read_image",
     "read_video",

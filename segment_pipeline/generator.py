@@ -4,11 +4,13 @@ A generator turns a request into an iterator of `Segment`s. Segment k+1 is condi
 last `overlap_frames` frames of segment k: the backend receives them as *given* frames at the
 start of its window, and the overlapped frames are emitted once, never twice. The loop here is
 shared by every backend; a backend only implements `generate_window` (one segment's worth of
-denoising) and, optionally, `check_inputs` for the sizes it can take.
+denoising), declares the frame sizes it makes (`size_multiple` and its caps, see `size_rule`)
+and, optionally, `check_inputs` for what else it cannot take.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -21,6 +23,12 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioClip, sample_at
 from .errors import GenerationCancelled, GenerationFailed, InvalidRequest, PipelineError
 from .request import GenerationRequest, GeneratorDefaults, Limits, ResolvedRequest, resolve
+from .sizes import SizeRule
+
+MODES = ("t2v", "i2v", "v2v", "extend", "audio")
+"""What a model can make, in this order wherever they are listed: video from text, from an
+image (frame 0), from a video (`video` transformed with `strength`), a video continued
+(`extend_video`), and its own sound."""
 
 ProgressCallback = Callable[[int, int, int], None]
 """Called as ``progress(segment_index, step, total_steps)`` after each denoising step."""
@@ -261,22 +269,53 @@ class SegmentedGenerator(ABC):
     # What it can make, of "t2v", "i2v" (a reference image as frame 0), "v2v" (a `video`
     # transformed), "extend" (an `extend_video` continued); "audio" follows `produces_audio`.
     modes: frozenset[str] = frozenset({"t2v", "i2v", "extend"})
+    # The frame sizes it makes (pixels): sides in multiples of `size_multiple`, within its
+    # own caps (None: only the service's `Limits`), e.g. what its rotary table holds.
+    size_multiple: int = 2
+    max_width: int | None = None
+    max_height: int | None = None
+    max_pixels: int | None = None  # width * height
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
 
     # 1. Inputs ---------------------------------------------------------------------------
     def resolve(self, request: GenerationRequest) -> ResolvedRequest:
-        """Fill defaults and check `request` for this backend; raises `InvalidRequest`."""
+        """Fill defaults and check `request` for this backend, its size rounded to one the
+        model makes (`size_rule`); raises `InvalidRequest`."""
         resolved = resolve(
-            request, self.defaults, self.limits, keeps_stream_state=self.keeps_stream_state
+            request,
+            self.defaults,
+            self.limits,
+            self.size_rule(),
+            self.name,
+            keeps_stream_state=self.keeps_stream_state,
         )
         check_modes(resolved, self.modes, self.name)
         self.check_inputs(resolved)
         return resolved
 
+    def size_rule(self) -> SizeRule:
+        """The sizes this model makes under the service's caps: its multiple (made even for
+        H.264 4:2:0) and the lower of its caps and the service's, floored to the multiple."""
+        multiple = math.lcm(2, self.size_multiple)
+
+        def cap(own: int | None, service: int) -> int:
+            side = service if own is None else min(own, service)
+            return max(multiple, side // multiple * multiple)
+
+        limits = self.limits
+        width, height = (
+            cap(self.max_width, limits.max_width),
+            cap(self.max_height, limits.max_height),
+        )
+        pixels = min(p for p in (self.max_pixels, limits.max_pixels) if p is not None)
+        # A pixel cap the side caps already keep is no cap (and not worth saying).
+        binding = pixels if pixels < width * height else None
+        return SizeRule(multiple, max_width=width, max_height=height, max_pixels=binding)
+
     def check_inputs(self, request: ResolvedRequest) -> None:
-        """Backend-specific checks (sizes the model can take); raise `InvalidRequest`."""
+        """Backend-specific checks (frame counts the model can take); raise `InvalidRequest`."""
         del request  # the base class accepts whatever `resolve` accepted
 
     def describe(self) -> dict[str, Any]:
@@ -284,7 +323,10 @@ class SegmentedGenerator(ABC):
         return {
             "id": self.name,
             "defaults": self.defaults.__dict__,
-            "modes": sorted(self.modes | ({"audio"} if self.produces_audio else set())),
+            "modes": [
+                m for m in MODES if m in self.modes or (m == "audio" and self.produces_audio)
+            ],
+            "sizes": self.size_rule().describe(),
             "audio": {
                 "generates": self.produces_audio,
                 "conditions_on_request_audio": self.conditions_on_audio,

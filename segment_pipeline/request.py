@@ -17,6 +17,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, AudioClip
 from .errors import InvalidRequest
+from .sizes import SizeRule
 
 MAX_SEED = 2**63 - 1  # a seed is a signed 64-bit integer everywhere it is stored
 V2V_STRENGTH = 0.8  # how much of a `video` is re-made when `strength` is left out (diffusers')
@@ -26,8 +27,9 @@ V2V_STRENGTH = 0.8  # how much of a `video` is re-made when `strength` is left o
 class Limits:
     """Service-wide caps on what one request may ask for."""
 
-    max_width: int = 1280
-    max_height: int = 1280
+    max_width: int = 1920  # pixels: 1920x1080 and 1024x1792 fit
+    max_height: int = 1920
+    max_pixels: int = 1920 * 1088  # width * height: 1080p at a multiple of 32
     max_frames: int = 100_000
     min_fps: float = 1.0  # below it a video's timing loses its precision
     max_fps: float = 60.0
@@ -215,10 +217,14 @@ def resolve(
     request: GenerationRequest,
     defaults: GeneratorDefaults,
     limits: Limits,
+    sizes: SizeRule | None = None,
+    model: str = "this model",
     *,
     keeps_stream_state: bool = False,
 ) -> ResolvedRequest:
-    """Fill `request`'s defaults and check every field; raises `InvalidRequest`.
+    """Fill `request`'s defaults and check every field; raises `InvalidRequest`. The size
+    is rounded to the nearest one `sizes` (the model's rule; by default even sides under
+    `limits`) allows, and over its caps is refused naming the largest allowed.
     `keeps_stream_state`: the backend continues from state it keeps (built from the video
     to extend itself), so extending needs no overlap frames."""
     _check_prompt(request.prompt, limits)
@@ -226,17 +232,13 @@ def resolve(
     height = _positive_int(
         request.height if request.height is not None else defaults.height, "height"
     )
-    if width > limits.max_width:
-        raise InvalidRequest(f"width {width} is over the cap of {limits.max_width}", param="width")
-    if height > limits.max_height:
-        raise InvalidRequest(
-            f"height {height} is over the cap of {limits.max_height}", param="height"
+    if sizes is None:
+        sizes = SizeRule(
+            max_width=limits.max_width // 2 * 2,
+            max_height=limits.max_height // 2 * 2,
+            max_pixels=limits.max_pixels,
         )
-    for param, value in (("width", width), ("height", height)):
-        if value % 2:
-            raise InvalidRequest(
-                f"{param} must be even (H.264 4:2:0 video), got {value}", param=param
-            )
+    width, height = sizes.fit(width, height, model)
     fps = _positive_float(request.fps if request.fps is not None else defaults.fps, "fps")
     if fps > limits.max_fps:
         raise InvalidRequest(f"fps {fps} is over the cap of {limits.max_fps}", param="fps")

@@ -38,6 +38,7 @@ class Settings:
     # Request caps (defaults: segment_pipeline's `Limits`, the one place they are set)
     max_width: int = Limits.max_width
     max_height: int = Limits.max_height
+    max_pixels: int = Limits.max_pixels  # width * height of a frame made
     max_frames: int = Limits.max_frames
     max_fps: float = Limits.max_fps
     max_inference_steps: int = Limits.max_inference_steps
@@ -100,6 +101,7 @@ class Settings:
         return Limits(
             max_width=self.max_width,
             max_height=self.max_height,
+            max_pixels=self.max_pixels,
             max_frames=self.max_frames,
             max_fps=self.max_fps,
             max_inference_steps=self.max_inference_steps,

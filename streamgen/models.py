@@ -31,15 +31,12 @@ from segment_pipeline import (
     backend_for,
     load_generator,
 )
+from segment_pipeline.generator import MODES
 
 from .config import ConfigError, Settings
 from .errors import InvalidParameter, from_pipeline_error
 
 log = logging.getLogger(__name__)
-
-MODES = ("t2v", "i2v", "v2v", "extend", "audio")
-"""What a model can do, in `/v1/models`: text, image and video to video, extending a video,
-making audio. A backend says which with a `modes` class attribute (or `describe()` key)."""
 
 
 @dataclass(frozen=True)

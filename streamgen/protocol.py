@@ -19,10 +19,8 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     PlainValidator,
-    Tag,
     ValidationError,
     WithJsonSchema,
 )
@@ -30,9 +28,11 @@ from pydantic_core import PydanticCustomError
 
 from segment_pipeline import (
     MAX_SEED,
+    SIZE_PATTERN,
     GenerationRequest,
     InvalidRequest,
     MediaLimits,
+    parse_size,
     read_audio,
     read_image,
     read_video,
@@ -41,7 +41,6 @@ from segment_pipeline import (
 
 from .errors import InvalidParameter, MalformedRequest
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 _M = TypeVar("_M", bound="BaseModel")
 # Constraints the generator checks (with messages naming the field), stated for OpenAPI.
 _POSITIVE: dict[str, Any] = {"exclusiveMinimum": 0}
@@ -83,8 +82,9 @@ class GenerationParams(_Model):
     )
     size: str | None = Field(
         None,
-        description='"WxH" (pixels); instead of width and height.',
-        json_schema_extra={"pattern": _SIZE.pattern},
+        description='"WxH" (pixels) or a preset (480p, 540p, 720p, 1080p); instead of width '
+        "and height. Rounded to the nearest size the model makes (the answer says which).",
+        json_schema_extra={"pattern": SIZE_PATTERN},
     )
     fps: float | None = Field(None, description="Frames per second.")
     seconds: float | None = Field(
@@ -150,61 +150,6 @@ class GenerateRequest(GenerationParams):
     )
 
 
-class ImageReference(_Model):
-    """An image given by reference: only ``image_url`` as a data URL (or base64) is served."""
-
-    image_url: str | None = Field(None, description="A data: URL (or base64) of the image.")
-    file_id: str | None = Field(None, description="Not served: this server keeps no files.")
-
-
-def _reference_kind(value: object) -> str:
-    """Which form an `input_reference` takes: an object only when it is a valid one, so a
-    wrong one is refused as a string is (``input_reference.str``), as a plain union does."""
-    if isinstance(value, ImageReference):
-        return "ImageReference"
-    if isinstance(value, dict):
-        try:
-            ImageReference.model_validate(value)
-        except ValidationError:
-            return "str"
-        return "ImageReference"
-    return "str"
-
-
-def _flat_union(schema: dict[str, Any]) -> None:
-    """The schema of a tagged union or null as the plain ``anyOf`` of its forms (the tags
-    are how the server reads a value, nothing a client sends)."""
-    schema["anyOf"] = [form for part in schema["anyOf"] for form in part.get("oneOf", [part])]
-
-
-class VideoCreateRequest(_Model):
-    """`POST /v1/videos` (OpenAI-style)."""
-
-    prompt: str
-    model: str | None = None
-    seconds: float | str | None = Field(None, description="Video length (seconds).")
-    size: str | None = Field(None, description='"WxH" (pixels).')
-    input_reference: (
-        Annotated[
-            Annotated[Media, Tag("str")] | Annotated[ImageReference, Tag("ImageReference")],
-            Discriminator(_reference_kind),
-        ]
-        | None
-    ) = Field(
-        None,
-        description="An image that becomes frame 0: a multipart file, base64 or a data URL, "
-        'or {"image_url": data URL}.',
-        repr=False,
-        json_schema_extra=lambda schema: _flat_union(schema),
-    )
-
-
-class VideoRemixRequest(_Model):
-    """`POST /v1/videos/{video_id}/remix`: the same video's settings and seed, a new prompt."""
-
-    prompt: str
-
-
 class ErrorBody(BaseModel):
     code: str
     message: str
@@ -253,39 +198,6 @@ class JobObject(BaseModel):
     estimated_start_at: float | None = Field(
         description="While queued: when a worker should take it (Unix seconds)."
     )
-
-
-class VideoObject(BaseModel):
-    """OpenAI-style video object (`/v1/videos/{id}`). Times are Unix seconds (integers)."""
-
-    id: str
-    object: Literal["video"] = "video"
-    status: Literal["queued", "in_progress", "completed", "failed"]
-    progress: int = Field(description="Percent done, 0..100.")
-    created_at: int
-    completed_at: int | None
-    model: str
-    prompt: str
-    seconds: str
-    size: str
-    error: ErrorBody | None
-    remixed_from_video_id: str | None = None
-
-
-class VideoList(BaseModel):
-    """`GET /v1/videos`: a page of videos, newest first unless ``order=asc``."""
-
-    object: Literal["list"] = "list"
-    data: list[VideoObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-
-
-class VideoDeleted(BaseModel):
-    id: str
-    object: Literal["video.deleted"] = "video.deleted"
-    deleted: bool = True
 
 
 class StreamInfo(BaseModel):
@@ -366,14 +278,6 @@ def _invalid(exc: ValidationError) -> InvalidParameter:
     return InvalidParameter(f"{param}: {first['msg']}", param=param)
 
 
-def parse_size(size: str, param: str = "size") -> tuple[int, int]:
-    """``"WxH"`` → (width, height) in pixels."""
-    match = _SIZE.match(size)
-    if match is None:
-        raise InvalidParameter(f'{param} must look like "640x480", got {size!r}', param=param)
-    return int(match.group(1)), int(match.group(2))
-
-
 def to_generation_request(
     params: GenerationParams,
     limits: MediaLimits | None = None,
@@ -399,7 +303,7 @@ def _generation_request(
     if params.size is not None:
         if width is not None or height is not None:
             raise InvalidParameter("give either size or width/height, not both", param="size")
-        width, height = parse_size(params.size)
+        width, height = parse_size(params.size)  # `InvalidRequest` naming size
     seconds = params.seconds
     if params.duration is not None:
         if seconds is not None:
@@ -442,50 +346,6 @@ def _generation_request(
         else read_video(media_bytes(params.video, "video"), "video", limits),
         strength=params.strength,
     )
-
-
-def video_params(request: VideoCreateRequest) -> GenerationParams:
-    """The generation parameters an OpenAI-style create request stands for."""
-    seconds: float | None = None
-    if request.seconds is not None:
-        try:
-            seconds = float(request.seconds)
-        except ValueError as exc:
-            raise InvalidParameter(
-                f"seconds must be a number, got {request.seconds!r}", param="seconds"
-            ) from exc
-    return GenerationParams.model_validate(
-        {
-            "prompt": request.prompt,
-            "model": request.model,
-            "seconds": seconds,
-            "size": request.size,
-            "reference_image": _reference_image(request.input_reference),
-        }
-    )
-
-
-def _reference_image(reference: str | bytes | ImageReference | None) -> str | bytes | None:
-    """The image (uploaded bytes, base64 or a data URL) an OpenAI-style `input_reference`
-    stands for."""
-    if reference is None or isinstance(reference, str | bytes):
-        return reference
-    if reference.file_id is not None:
-        raise InvalidParameter(
-            "input_reference.file_id: this server keeps no files; send the image itself "
-            "(a multipart file, or image_url as a data URL)",
-            param="input_reference",
-        )
-    url = reference.image_url
-    if url is None:
-        raise InvalidParameter("input_reference needs image_url", param="input_reference")
-    if url.lower().startswith(("http://", "https://")):
-        raise InvalidParameter(
-            "input_reference.image_url: this server fetches nothing from the network; send "
-            "the image as a data URL or a multipart file",
-            param="input_reference",
-        )
-    return url
 
 
 def media_bytes(media: str | bytes, param: str) -> bytes:

@@ -24,6 +24,7 @@ class GenerateRequest:
     seed: int | None = None
     width: int | None = None  # pixels
     height: int | None = None  # pixels
+    size: str | None = None  # "WxH" or a preset ("720p"): the server reads and rounds it
     fps: float | None = None  # frames per second
     seconds: float | None = None  # video length (seconds)
     num_frames: int | None = None  # video length (frames)
@@ -48,6 +49,7 @@ class GenerateRequest:
             "seed",
             "width",
             "height",
+            "size",
             "fps",
             "seconds",
             "num_frames",
@@ -78,15 +80,3 @@ class GenerateRequest:
 def read_file(path: str | Path) -> bytes:
     """The bytes of a file, for `reference_image`, `extend_video`, `video`, `audio`."""
     return Path(path).read_bytes()
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` (or ``"W*H"``, as some servers write it) as (width, height) in pixels."""
-    for separator in ("x", "X", "*"):
-        if separator in text:
-            width, _, height = text.partition(separator)
-            try:
-                return int(width), int(height)
-            except ValueError:
-                break
-    raise ValueError(f"size must look like 640x480 (width x height), got {text!r}")

@@ -34,7 +34,7 @@ from .events import (
     StreamEvent,
 )
 from .mp4 import SegmentWriter
-from .request import GenerateRequest, parse_size, read_file
+from .request import GenerateRequest, read_file
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 PROG = "streamgen-client"
@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     duration.add_argument("--unbounded", action="store_true", help="generate until Ctrl-C")
     p.add_argument("--width", type=int, help="pixels")
     p.add_argument("--height", type=int, help="pixels")
-    p.add_argument("--size", help="WIDTHxHEIGHT in pixels, e.g. 640x480")
+    p.add_argument(
+        "--size", help="WIDTHxHEIGHT in pixels (e.g. 1280x720) or a preset (480p, 540p, "
+        "720p, 1080p); the server rounds it to a size its model makes",
+    )  # fmt: skip
     p.add_argument("--fps", type=float, help="frames per second")
     p.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps")
     p.add_argument("--seed", type=int, help="noise seed")
@@ -126,17 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _request(args: argparse.Namespace) -> GenerateRequest | None:
     if args.job is not None:
         return None
-    width, height = args.width, args.height
-    if args.size is not None:
-        if width is not None or height is not None:
-            raise ValueError("give --size or --width/--height, not both")
-        width, height = parse_size(args.size)
+    if args.size is not None and (args.width is not None or args.height is not None):
+        raise ValueError("give --size or --width/--height, not both")
     return GenerateRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         seed=args.seed,
-        width=width,
-        height=height,
+        width=args.width,
+        height=args.height,
+        size=args.size,
         fps=args.fps,
         seconds=args.seconds,
         num_frames=args.num_frames,

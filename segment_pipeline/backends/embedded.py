@@ -66,6 +66,10 @@ class EmbeddedGenerator(SegmentedGenerator):
             segment_frames=config.frames,
             overlap_frames=config.default_overlap,
         )
+        # Sizes: area averaging, then a halving per UNet level below the first.
+        self.size_multiple = config.downsample * 2 ** (len(config.block_out_channels) - 1)
+        self.max_width = MAX_SCALE * config.width
+        self.max_height = MAX_SCALE * config.height
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -74,22 +78,6 @@ class EmbeddedGenerator(SegmentedGenerator):
 
     def check_inputs(self, request: ResolvedRequest) -> None:
         config = self.model.config
-        # Area averaging, then a halving per UNet level below the first.
-        step = config.downsample * 2 ** (len(config.block_out_channels) - 1)
-        for param, value, native in (("width", request.width, config.width),
-                                     ("height", request.height, config.height)):  # fmt: skip
-            if value % step or value < step:
-                raise InvalidRequest(
-                    f"{param} must be a multiple of {step} for the embedded model "
-                    f"(it was trained at {config.width}x{config.height}), got {value}",
-                    param=param,
-                )
-            if value > MAX_SCALE * native:
-                raise InvalidRequest(
-                    f"{param} can be at most {MAX_SCALE * native} for the embedded model "
-                    f"({MAX_SCALE}x the {native} px it was trained at), got {value}",
-                    param=param,
-                )
         if request.num_inference_steps > MAX_STEPS:
             raise InvalidRequest(
                 f"num_inference_steps can be at most {MAX_STEPS} for the embedded model "

@@ -167,7 +167,6 @@ class HeliosGenerator(LTXFamilyGenerator):
         info.update(
             variant=self.variant,
             pyramid_stages=self.stages,
-            modes=sorted(self.modes),
             size_multiple=self.size_multiple,
             batching=False,
             batching_note="each stream's chunk attends to its own latent history: one at a time",
@@ -176,13 +175,7 @@ class HeliosGenerator(LTXFamilyGenerator):
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:
-        for param, value in (("width", request.width), ("height", request.height)):
-            if value % self.size_multiple:
-                raise InvalidRequest(
-                    f"{param} must be a multiple of {self.size_multiple} for {self.variant}, "
-                    f"got {value}",
-                    param=param,
-                )
+        # Sides were rounded to `size_multiple` by `resolve` (`size_rule`).
         frames = self.frame_multiple
         if request.segment_frames < frames + 1 or (request.segment_frames - 1) % frames:
             raise InvalidRequest(

@@ -4,9 +4,10 @@ Segment k+1 is conditioned on the last `overlap_frames` frames of segment k, giv
 pipeline as an `LTXVideoCondition` video at frame 0; a reference image (or the end of a video
 to extend) conditions segment 0 the same way; with no given frames a segment is plain
 text-to-video. LTX-Video's VAE compresses 32x in space and 8x in time, with the first frame
-encoded alone, so frame sizes are multiples of 32 and frame counts of the form 8k+1 (9, 17,
-25, 33, ...): both the segment and the conditioning overlap. `check_inputs` says so per
-parameter before any work starts.
+encoded alone, so frame sizes are multiples of 32 (a size off them is rounded to the
+nearest: 1280x720 is made as 1280x704) and frame counts of the form 8k+1 (9, 17, 25, 33,
+...): both the segment and the conditioning overlap. `check_inputs` says so per parameter
+before any work starts.
 
 The checkpoint is a local diffusers directory (`model_index.json`, transformer, vae,
 text_encoder, tokenizer, scheduler), loaded and checked as `ltx_base` does for the family.

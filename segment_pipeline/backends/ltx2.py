@@ -97,6 +97,12 @@ class LTX2Generator(LTXFamilyGenerator):
         size = math.lcm(2, self.pipe.vae_spatial_compression_ratio)
         return size, self.pipe.vae_temporal_compression_ratio
 
+    def _max_sides(self) -> tuple[int | None, int | None]:
+        # Its rotary positions are pixel coordinates over base_width x base_height: the
+        # space it was made to address; past it they would be extrapolated.
+        config = self.pipe.transformer.config
+        return int(config.base_width), int(config.base_height)
+
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(audio_sample_rate=self.audio_rate, audio_channels=self.audio_channels)

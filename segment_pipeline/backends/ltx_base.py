@@ -33,7 +33,8 @@ class LTXFamilyGenerator(SegmentedGenerator):
     """A generator over one diffusers pipeline of the LTX family, on CPU or GPU.
 
     A subclass names its family and pipelines, loads its components (`_load_components`)
-    and says its size and frame multiples (`_multiples`); windows go through `_call`.
+    and says its size and frame multiples (`_multiples`: `size_multiple` is what
+    `SegmentedGenerator.size_rule` rounds sizes to); windows go through `_call`.
     """
 
     backend: ClassVar[str]  # the registry's name, in `describe`
@@ -63,6 +64,7 @@ class LTXFamilyGenerator(SegmentedGenerator):
         self.name = self.model_path.name or self.unnamed
         self.defaults = defaults or self.native_defaults
         self.size_multiple, self.frame_multiple = self._multiples()
+        self.max_width, self.max_height = self._max_sides()
         # One pipeline object holds per-call state (guidance scale, timesteps): one call at a time.
         self._lock = threading.Lock()
 
@@ -73,6 +75,10 @@ class LTXFamilyGenerator(SegmentedGenerator):
     @abstractmethod
     def _multiples(self) -> tuple[int, int]:
         """(what frame sides must be a multiple of, n in the frame counts n*k+1)."""
+
+    def _max_sides(self) -> tuple[int | None, int | None]:
+        """The checkpoint's own caps on (width, height) in pixels; None: the service's."""
+        return None, None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -85,7 +91,7 @@ class LTXFamilyGenerator(SegmentedGenerator):
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:
-        check_shape(request, self.size_multiple, self.frame_multiple, self.family)
+        check_shape(request, self.frame_multiple, self.family)
 
     def _call(self, request: ResolvedRequest, on_step_end: StepEnd, **inputs: Any) -> Any:
         """One pipeline call at `request`'s size, length, frame rate and step count, frames
@@ -127,14 +133,9 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
     return (np.asarray(video) * 255.0).round().clip(0, 255).astype(np.uint8)
 
 
-def check_shape(request: ResolvedRequest, size: int, frames: int, family: str) -> None:
-    """Sizes in multiples of the VAE's `size`, windows and overlaps of `frames`k+1 frames
-    (the VAE encodes the given frames as one clip), for the LTX family `family`."""
-    for param, value in (("width", request.width), ("height", request.height)):
-        if value % size:
-            raise InvalidRequest(
-                f"{param} must be a multiple of {size} for {family}, got {value}", param=param
-            )
+def check_shape(request: ResolvedRequest, frames: int, family: str) -> None:
+    """Windows and overlaps of `frames`k+1 frames (the VAE encodes the given frames as one
+    clip), for the LTX family `family`; sizes were rounded to its multiple by `resolve`."""
     if (request.segment_frames - 1) % frames:
         raise InvalidRequest(
             f"segment_frames must be {frames}k+1 ({_examples(frames)}) for {family}, "

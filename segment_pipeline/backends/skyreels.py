@@ -49,6 +49,7 @@ from transformers import PreTrainedModel
 from ..errors import InvalidRequest, ModelLoadError
 from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
+from ..sizes import rope_side_cap
 from .ltx_base import (
     check_shape,
     load_checked,
@@ -180,6 +181,7 @@ class SkyReelsGenerator(SegmentedGenerator):
         self.size_multiple = math.lcm(16, spatial)  # the DF pipelines insist on 16
         # The rotary tables hold this many positions an axis (latent frames, patch rows, columns).
         self.rope_max_seq_len = int(self.pipe.transformer.config.rope_max_seq_len)
+        self.max_width = self.max_height = rope_side_cap(self.rope_max_seq_len, spatial)
         # diffusers' transformer adds its frame-rate embedding (`inject_sample_info`, set in
         # the published DF checkpoints) in a shape that only fits a batch of one window.
         self.batches = not self.pipe.transformer.config.inject_sample_info
@@ -198,7 +200,6 @@ class SkyReelsGenerator(SegmentedGenerator):
             weights=self.model_path.name,  # its directory, not where it lies on disk
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
-            modes=sorted(self.modes),
             batching=self.batches,
             size_multiple=self.size_multiple,
             frame_multiple=self.frame_multiple,
@@ -211,7 +212,7 @@ class SkyReelsGenerator(SegmentedGenerator):
         """Sizes in multiples of `size_multiple`, 4k+1-frame windows and overlaps (Wan's VAE
         encodes the given frames as one clip), windows of whole causal blocks, and no axis
         longer than the transformer's rotary tables."""
-        check_shape(request, self.size_multiple, self.frame_multiple, FAMILY)
+        check_shape(request, self.frame_multiple, FAMILY)
         latent_frames = self._latent_frames(request.segment_frames)
         block = self.causal_block_size
         if latent_frames % block:

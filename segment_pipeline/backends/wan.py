@@ -44,6 +44,7 @@ from transformers import UMT5EncoderModel
 from ..errors import InvalidRequest
 from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
+from ..sizes import rope_side_cap
 from .ltx_base import (
     check_shape,
     load_checked,
@@ -142,6 +143,10 @@ class WanGenerator(SegmentedGenerator):
         )
         self.patch = tuple(transformer.config.patch_size)  # (frames, height, width)
         self.size_multiple = vae.config.scale_factor_spatial * self.patch[1]
+        # Past its rotary table's positions an axis the transformer fails: a 422 instead.
+        self.max_width = self.max_height = rope_side_cap(
+            int(transformer.config.rope_max_seq_len), self.size_multiple
+        )
         self.frame_multiple = vae.config.scale_factor_temporal
         ratio = self.pipe.config.get("boundary_ratio")
         two_stage = ratio is not None and self.pipe.transformer_2 is not None
@@ -165,7 +170,7 @@ class WanGenerator(SegmentedGenerator):
         return info
 
     def check_inputs(self, request: ResolvedRequest) -> None:
-        check_shape(request, self.size_multiple, self.frame_multiple, self.family)
+        check_shape(request, self.frame_multiple, self.family)
         if self.image_condition and request.overlap_frames == 0:
             raise InvalidRequest(
                 f"overlap_frames must be at least 1 for {self.name!r}: its image-to-video "

@@ -20,6 +20,7 @@ from segment_pipeline import (
     PipelineError,
     SegmentPipeline,
     load_generator,
+    parse_size,
     read_audio,
 )
 from segment_pipeline.media import MediaLimits, read_image, read_video, read_video_tail
@@ -41,6 +42,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, help="noise seed (random if not given)")
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
+    p.add_argument(
+        "--size", help="WIDTHxHEIGHT or a preset (480p, 540p, 720p, 1080p), instead of "
+        "--width/--height; rounded to the nearest size the model makes",
+    )  # fmt: skip
     p.add_argument("--fps", type=float)
     duration = p.add_mutually_exclusive_group()
     duration.add_argument("--seconds", type=float, help="video length in seconds")
@@ -108,12 +113,17 @@ def _request(
     given_frames = max(
         1, args.overlap_frames if args.overlap_frames is not None else default_overlap
     )
+    width, height = args.width, args.height
+    if args.size is not None:
+        if width is not None or height is not None:
+            raise InvalidRequest("give --size or --width/--height, not both", param="size")
+        width, height = parse_size(args.size)
     return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
         seed=args.seed,
-        width=args.width,
-        height=args.height,
+        width=width,
+        height=height,
         fps=args.fps,
         seconds=args.seconds,
         num_frames=args.num_frames,

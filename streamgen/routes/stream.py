@@ -21,6 +21,7 @@ from streamgen.streams.sse import sse_response
 from .state import app_state
 from .submit import submit
 from .table import Reply, api_route, read_params
+from .views import inference_time_s
 
 bp = Blueprint("stream", __name__)
 
@@ -115,6 +116,7 @@ async def generate() -> Response:
             "total_segments": job.state.segments_done,
             "total_frames": job.state.frames_done,
             "duration": job.state.frames_done / request_.fps,
+            "inference_time_s": inference_time_s(job),
             "data": [item],
         }
     )

@@ -1,37 +1,39 @@
 """OpenAI-style `/v1/videos`: a video object per job (create, list, retrieve, remix,
 delete, download), shaped so the official `openai` SDK works against it unchanged: JSON or
 multipart bodies, `input_reference` as a file, cursor pages, the `openai-poll-after-ms` hint
-while a video is being made, and the content's ``variant`` (video, thumbnail, spritesheet)."""
+while a video is being made, and the content's ``variant`` (video, thumbnail, spritesheet).
+A create request with the Dynamo request's `response_format` is answered once the video is
+done, with the video in `data` (a link or base64), as Dynamo's server answers."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
 from streamgen import previews
-from streamgen.errors import Conflict, InvalidParameter, NotFound
+from streamgen.errors import Conflict, InvalidParameter, NotFound, ServiceError
 from streamgen.jobs import Job
-from streamgen.protocol import (
-    ErrorResponse,
-    GenerationParams,
+from streamgen.protocol import ErrorResponse, GenerationParams, parse
+from streamgen.streams import mp4
+from streamgen.streams.mp4 import video_file_response
+from streamgen.video_protocol import (
     VideoCreateRequest,
+    VideoData,
     VideoDeleted,
     VideoList,
     VideoObject,
     VideoRemixRequest,
-    parse,
     video_params,
 )
-from streamgen.streams import mp4
-from streamgen.streams.mp4 import video_file_response
 
 from .state import AppState, app_state, current_key, visible_job
 from .submit import submit, submit_remix
 from .table import Param, Reply, api_route, read_params
-from .views import error_body
+from .views import error_body, inference_time_s
 
 bp = Blueprint("videos", __name__)
 
@@ -60,8 +62,11 @@ def video_object(job: Job) -> dict[str, Any]:
         prompt=request.prompt,
         seconds="unbounded" if seconds is None else f"{seconds:g}",
         size=f"{request.width}x{request.height}",
+        width=request.width,
+        height=request.height,
         error=error_body(job.state.error),
         remixed_from_video_id=job.spec.remixed_from,
+        inference_time_s=inference_time_s(job),
     ).model_dump()
 
 
@@ -98,14 +103,18 @@ def _poll_after_ms(job: Job) -> dict[str, str]:
 
 
 async def _submit_video(state: AppState, params: GenerationParams) -> Response:
+    return _created(await _submit_listed(state, params, request_scoped=False))
+
+
+async def _submit_listed(state: AppState, params: GenerationParams, *, request_scoped: bool) -> Job:
+    """Submit a listed video; a refused field is named as the video API calls it."""
     try:
-        job = await submit(state, params, request_scoped=False, listed=True)
+        return await submit(state, params, request_scoped=request_scoped, listed=True)
     except InvalidParameter as exc:
         name = _FIELD_NAMES.get(exc.param or "")
         if name is None:
             raise
         raise InvalidParameter(f"{name}: {exc.message}", param=name) from exc
-    return _created(job)
 
 
 def _created(job: Job) -> Response:
@@ -119,14 +128,36 @@ def _created(job: Job) -> Response:
     summary="Create a video (OpenAI-style); poll it, then download its content",
     body=VideoCreateRequest,
     replies={
-        200: Reply(model=VideoObject),
+        200: Reply(model=VideoObject, description="queued; with response_format, done"),
         422: Reply(model=ErrorResponse, description="a field is invalid"),
         429: Reply(model=ErrorResponse, description="the queue is full"),
     },
 )
 async def create_video() -> Response:
-    params = video_params(parse(VideoCreateRequest, await read_params()))
-    return await _submit_video(app_state(), params)
+    create = parse(VideoCreateRequest, await read_params())
+    params = video_params(create)
+    if create.response_format is None:
+        return await _submit_video(app_state(), params)
+    return await _finished_video(app_state(), params, create.response_format)
+
+
+async def _finished_video(state: AppState, params: GenerationParams, form: str) -> Response:
+    """Make the video and answer once it is done, with it in `data` in `form` (url or
+    b64_json). A client that goes away cancels it, as `/generate` does."""
+    job = await _submit_listed(state, params, request_scoped=True)
+    try:
+        await job.done.wait()
+    finally:
+        state.manager.release(job)
+    if job.state.status != "completed":
+        raise job.state.error or ServiceError(f"video {job.id} ended {job.state.status}")
+    if form == "b64_json":
+        data = await asyncio.to_thread((await state.manager.video_file(job)).read_bytes)
+        item = VideoData(b64_json=base64.b64encode(data).decode("ascii"))
+    else:
+        item = VideoData(url=f"{request.host_url.rstrip('/')}/v1/videos/{job.id}/content")
+    video = video_object(job) | {"data": [item.model_dump()]}
+    return jsonify(video)
 
 
 @api_route(

@@ -15,6 +15,14 @@ def error_body(error: ServiceError | None) -> ErrorBody | None:
     return ErrorBody(code=error.code, message=error.message, param=error.param)
 
 
+def inference_time_s(job: Job) -> float | None:
+    """Wall seconds a completed job ran, from its start to its end (None before)."""
+    started, finished = job.state.started_at, job.state.finished_at
+    if job.state.status != "completed" or started is None or finished is None:
+        return None
+    return round(finished - started, 3)
+
+
 def job_object(job: Job) -> dict[str, Any]:
     """The JSON of `/v1/jobs/{id}`."""
     request = job.spec.request

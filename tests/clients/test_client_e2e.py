@@ -118,7 +118,7 @@ def test_a_422_is_reported_with_its_parameter_and_exit_code_2(server_url, transp
     status = "WebSocket close 1008" if transport == "ws" else "HTTP 422"
     assert (
         f"streamgen-client: the server rejected the request ({status} invalid_request, "
-        "parameter width): width 99999 is over the cap of 1280"
+        "parameter width): 99999x128 is over the cap of 512x512 for streamgen-tiny"
     ) in process.stderr
     assert process.stdout == ""
 

@@ -5,7 +5,6 @@ import socket
 
 import pytest
 from streamgen_client import GenerateRequest, RetryPolicy, StreamClient, StreamInterrupted
-from streamgen_client.request import parse_size
 from streamgen_client.stream_client import main
 
 
@@ -51,13 +50,10 @@ def test_a_video_to_transform_is_sent_base64_with_its_strength():
     }
 
 
-def test_parse_size():
-    assert parse_size("640x480") == (640, 480)
-    assert parse_size("832*480") == (832, 480)
-    with pytest.raises(ValueError, match="640x480"):
-        parse_size("640")
-    with pytest.raises(ValueError, match="width x height"):
-        parse_size("axb")
+def test_a_size_goes_to_the_server_as_written():
+    # The server reads "WxH" and the presets, and rounds to what its model makes.
+    for size in ("1280x720", "720p"):
+        assert GenerateRequest(prompt="p", size=size).to_json() == {"prompt": "p", "size": size}
 
 
 def test_retry_policy_backs_off_exponentially_up_to_a_cap():

@@ -129,10 +129,13 @@ def test_embedded_cancel_from_another_thread(embedded):
     assert steps == [1]
 
 
-def test_embedded_rejects_sizes_it_cannot_take(embedded):
+def test_embedded_rounds_sizes_and_rejects_what_it_cannot_take(embedded):
     from segment_pipeline import InvalidRequest
 
-    for fields, param in (({"width": 40}, "width"), ({"segment_frames": 20}, "segment_frames")):
+    # 40 is off its multiple of 16: made at the nearest (a tie goes down).
+    assert embedded.resolve(GenerationRequest(prompt="p", width=40)).width == 32
+    for fields, param in (({"width": 520, "height": 1024}, "height"),
+                          ({"segment_frames": 20}, "segment_frames")):  # fmt: skip
         with pytest.raises(InvalidRequest) as info:
             embedded.resolve(GenerationRequest(prompt="p", **fields))
         assert info.value.param == param

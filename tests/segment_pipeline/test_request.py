@@ -46,13 +46,17 @@ def test_random_seed_is_drawn_when_missing():
         ({"overlap_frames": 12}, "overlap_frames"),
         ({"overlap_frames": -1}, "overlap_frames"),
         ({"seed": -5}, "seed"),
-        ({"width": 129}, "width"),  # H.264 4:2:0 needs even sizes
     ],
 )
 def test_bad_fields_name_the_parameter(fields, param):
     with pytest.raises(InvalidRequest) as info:
         check(**fields)
     assert info.value.param == param
+
+
+def test_an_odd_size_rounds_to_even_for_h264():
+    r = check(width=129, height=97)  # H.264 4:2:0 needs even sides; ties go down
+    assert (r.width, r.height) == (128, 96)
 
 
 def test_unbounded_has_no_total():

@@ -90,13 +90,13 @@ def test_model_cards_say_what_each_can_do_and_whether_it_is_loaded() -> None:
     models = model_set(f"two={TINY}", Loads())
     default, two = models.cards()
     assert default["id"] == "test-pattern" and default["default"] and default["loaded"]
-    assert default["modes"] == ["t2v"] and default["fps"] == 8
+    assert default["modes"] == ["t2v", "i2v", "extend"] and default["fps"] == 8
     assert default["frames_per_window"] == 6 and default["overlap_frames"] == 2
     assert default["sizes"]["default"] == "32x32" and default["batching"] is False
     assert two == {"id": "two", "backend": "embedded", "loaded": False, "default": False}
     models.pipeline("two")
     loaded = models.cards()[1]
-    assert loaded["id"] == "two" and loaded["loaded"] and loaded["modes"] == ["t2v"]
+    assert loaded["id"] == "two" and loaded["loaded"] and loaded["modes"] == ["t2v", "i2v", "extend"]
 
 
 def test_the_embedded_model_declares_its_modes() -> None:

@@ -15,12 +15,11 @@ from streamgen import errors
 from streamgen.protocol import (
     GenerateRequest,
     GenerationParams,
-    VideoCreateRequest,
     decode_image,
     parse,
     to_generation_request,
-    video_params,
 )
+from streamgen.video_protocol import VideoCreateRequest, video_params
 
 
 def _png(width: int, height: int) -> bytes:
@@ -177,6 +176,47 @@ def test_openai_video_request() -> None:
     with pytest.raises(errors.InvalidParameter) as info:
         video_params(parse(VideoCreateRequest, {"prompt": "p", "seconds": "four"}))
     assert info.value.param == "seconds"
+
+
+@pytest.mark.parametrize(
+    ("size", "made"),
+    [("480p", (832, 480)), ("540p", (960, 544)), ("720P", (1280, 720)), ("1080p", (1920, 1080)),
+     ("720x1280", (720, 1280)), ("1024*1792", (1024, 1792))],
+)  # fmt: skip
+def test_sizes_and_presets_are_read_on_every_route(size: str, made: tuple[int, int]) -> None:
+    for params in (
+        parse(GenerationParams, {"prompt": "p", "size": size}),
+        video_params(parse(VideoCreateRequest, {"prompt": "p", "size": size})),
+    ):
+        request = to_generation_request(params)
+        assert (request.width, request.height) == made
+
+
+DYNAMO = {"fps": 12.0, "num_frames": 25, "negative_prompt": "blur", "num_inference_steps": 3,
+          "guidance_scale": 2.5, "seed": 9}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["top", "nvext"])
+def test_the_dynamo_request_fields_reach_the_pipeline(where: str) -> None:
+    body = {"prompt": "p", "model": "m", "seconds": 4, "user": "u-1", "response_format": "url"}
+    body |= DYNAMO if where == "top" else {"nvext": DYNAMO}
+    request = to_generation_request(video_params(parse(VideoCreateRequest, body)))
+    assert request.fps == 12.0 and request.negative_prompt == "blur" and request.seed == 9
+    assert request.num_inference_steps == 3 and request.guidance_scale == 2.5
+    # num_frames wins over seconds, as the Dynamo server has it.
+    assert request.num_frames == 25 and request.seconds is None
+
+
+def test_a_dynamo_field_given_twice_or_unknown_is_refused() -> None:
+    with pytest.raises(errors.InvalidParameter) as twice:
+        video_params(parse(VideoCreateRequest, {"prompt": "p", "fps": 8, "nvext": {"fps": 12}}))
+    assert twice.value.param == "fps"
+    with pytest.raises(errors.InvalidParameter) as unknown:
+        parse(VideoCreateRequest, {"prompt": "p", "nvext": {"boundary_ratio": 0.5}})
+    assert unknown.value.param == "nvext.boundary_ratio"
+    with pytest.raises(errors.InvalidParameter) as form:
+        parse(VideoCreateRequest, {"prompt": "p", "response_format": "mp4"})
+    assert form.value.param == "response_format"
 
 
 def test_pipeline_errors_map_to_one_status_each() -> None:

@@ -134,15 +134,13 @@ def test_helios_distilled_streams_through_its_pyramid(tmp_path: Path) -> None:
     segments = list(generator.segments(request, progress=lambda *call: calls.append(call)))
     assert [s.num_frames for s in segments] == [9, 9]
     assert calls == [(s, k, 3) for s in range(2) for k in range(1, 4)]  # every stage's step
-    with pytest.raises(InvalidRequest) as caught:
-        generator.resolve(tiny_request(width=SIZE, height=SIZE))  # a pyramid needs 64
-    assert caught.value.param == "width"
+    made = generator.resolve(tiny_request(width=96, height=160, num_inference_steps=3))
+    assert (made.width, made.height) == (64, 128)  # a pyramid: multiples of 64, ties down
 
 
 @pytest.mark.parametrize(
     ("overrides", "param"),
     [
-        ({"width": 40}, "width"),
         ({"segment_frames": 10}, "segment_frames"),
         ({"overlap_frames": 1}, "overlap_frames"),
         ({"extend_video": np.zeros((4, SIZE, SIZE, 3), dtype=np.uint8)}, "extend_video"),
@@ -155,6 +153,11 @@ def test_what_helios_cannot_take_is_invalid(
         helios.resolve(tiny_request(**overrides))
     assert caught.value.param == param
     assert param in str(caught.value)
+
+
+def test_a_size_off_the_multiple_is_made_at_the_nearest(helios: HeliosGenerator) -> None:
+    made = helios.resolve(tiny_request(width=40, height=56))
+    assert (made.width, made.height) == (32, 48)  # multiples of 16, ties down
 
 
 def test_describe_says_what_it_can_do(helios: HeliosGenerator) -> None:

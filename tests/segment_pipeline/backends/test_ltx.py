@@ -177,8 +177,6 @@ def test_cancel_stops_within_one_step(ltx: LTXGenerator) -> None:
 @pytest.mark.parametrize(
     ("overrides", "param"),
     [
-        ({"width": 48}, "width"),
-        ({"height": 40}, "height"),
         ({"segment_frames": 16}, "segment_frames"),
         ({"overlap_frames": 4}, "overlap_frames"),
         (
@@ -194,6 +192,24 @@ def test_sizes_ltx_cannot_take_are_invalid(
         SegmentPipeline(ltx).open(tiny_request(**overrides))
     assert caught.value.param == param
     assert param in str(caught.value)
+
+
+def test_a_size_off_the_multiple_is_made_at_the_nearest_one(ltx: LTXGenerator) -> None:
+    assert ltx.size_multiple == SIZE
+    for asked, made in (((1280, 720), (1280, 704)), ((720, 1280), (704, 1280)),
+                        ((960, 544), (960, 544)), ((832, 480), (832, 480))):  # fmt: skip
+        resolved = ltx.resolve(tiny_request(width=asked[0], height=asked[1]))
+        assert (resolved.width, resolved.height) == made
+    # A small generation at a rounded size: 80x40 is made as 64x32.
+    request = tiny_request(width=80, height=40, num_frames=17)
+    assert all_frames(ltx, request).shape == (17, 32, 64, 3)
+
+
+def test_a_size_over_the_caps_names_the_largest_allowed(ltx: LTXGenerator) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        ltx.resolve(tiny_request(width=3840, height=2160))
+    assert caught.value.param == "width"
+    assert "1920x1920" in caught.value.message and "1920x1056" in caught.value.message
 
 
 def test_defaults_are_sizes_ltx_can_take(ltx: LTXGenerator) -> None:

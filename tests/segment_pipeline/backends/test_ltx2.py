@@ -6,6 +6,7 @@ in its place when given."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from segment_pipeline import (
     GeneratedWindow,
     GenerationRequest,
     InvalidRequest,
+    Limits,
     ModelLoadError,
     SegmentPipeline,
     load_generator,
@@ -109,6 +111,23 @@ def test_sizes_and_checkpoints_ltx2_cannot_take(ltx2: LTX2Generator, tmp_path: P
     assert info.value.param == "overlap_frames"
     with pytest.raises(ModelLoadError, match="not a directory"):
         load_generator("ltx2", tmp_path / "missing")
+
+
+def test_its_rotary_space_caps_the_sizes(ltx2: LTX2Generator) -> None:
+    config = ltx2.pipe.transformer.config
+    assert (ltx2.max_width, ltx2.max_height) == (config.base_width, config.base_height)
+    # Under service caps above it, the checkpoint's own cap is the one that binds.
+    wide = copy.copy(ltx2)
+    wide.limits = Limits(max_width=4096, max_height=4096, max_pixels=4096 * 4096)
+    assert wide.size_rule().max_width == config.base_width
+    fields = {**SMALL, "width": config.base_width + 64, "height": 64}
+    with pytest.raises(InvalidRequest) as caught:
+        wide.resolve(GenerationRequest(prompt="a", **fields))  # type: ignore[arg-type]
+    assert caught.value.param == "width"
+    assert f"{config.base_width}x{config.base_height}" in caught.value.message
+    # A size off its multiple is made at the nearest one.
+    made = ltx2.resolve(GenerationRequest(prompt="a", **{**SMALL, "width": 41}))  # type: ignore[arg-type]
+    assert made.width % ltx2.size_multiple == 0 and abs(made.width - 41) <= ltx2.size_multiple / 2
 
 
 def test_the_server_streams_an_ltx2_job_with_both_tracks(ltx2: LTX2Generator) -> None:

@@ -202,11 +202,9 @@ def test_cancel_stops_within_one_step(skyreels: SkyReelsGenerator) -> None:
 @pytest.mark.parametrize(
     ("overrides", "param"),
     [
-        ({"width": 40}, "width"),  # not a multiple of 16
         ({"segment_frames": 12}, "segment_frames"),  # not 4k+1
         ({"overlap_frames": 4}, "overlap_frames"),
         ({"extend_video": clip(3, 0), "num_frames": 9}, "extend_video"),
-        ({"width": 1040}, "width"),  # 65 columns of 16 pixels: over the tiny rotary tables
         ({"segment_frames": 257, "num_frames": 257}, "segment_frames"),  # 65 latent frames
     ],
 )
@@ -219,12 +217,25 @@ def test_sizes_skyreels_cannot_take_are_invalid(
     assert param in str(caught.value)
 
 
+def test_a_size_past_the_rotary_tables_is_refused_naming_the_largest(
+    skyreels: SkyReelsGenerator,
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:  # 65 columns of 16 pixels: past the tables
+        skyreels.resolve(request(width=1040))
+    assert caught.value.param == "width" and "the largest size of that shape" in str(caught.value)
+
+
+def test_a_size_off_the_multiple_is_made_at_the_nearest(skyreels: SkyReelsGenerator) -> None:
+    made = skyreels.resolve(request(width=40, height=56))
+    assert (made.width, made.height) == (32, 48)  # multiples of 16, ties down
+
+
 def test_defaults_and_description(skyreels: SkyReelsGenerator) -> None:
     resolved = skyreels.resolve(GenerationRequest(prompt="a ball", seed=1))
     assert (resolved.width, resolved.height, resolved.fps) == (960, 544, 24.0)
     assert (resolved.segment_frames, resolved.overlap_frames) == (97, 17)
     card = skyreels.describe()
-    assert card["backend"] == "skyreels" and card["modes"] == ["t2v", "i2v", "extend"]
+    assert card["backend"] == "skyreels" and set(card["modes"]) == {"t2v", "i2v", "extend"}
     assert card["size_multiple"] == 16 and card["frame_multiple"] == 4
     assert card["diffusion_forcing"]["causal_block_size"] == 1
 

@@ -88,7 +88,7 @@ def test_four_segments_stream_as_one_fmp4(wan: WanGenerator) -> None:
     assert [e.segment.num_frames for e in encoded] == [9, 4, 4, 4]
     with av.open(io.BytesIO(job.init_segment + b"".join(e.fragment for e in encoded))) as c:
         assert len(list(c.decode(video=0))) == 21
-    assert wan.describe()["modes"] == ["extend", "i2v", "t2v", "v2v"]
+    assert wan.describe()["modes"] == ["t2v", "i2v", "v2v", "extend"]
 
 
 def test_the_overlap_conditions_the_next_window(wan: WanGenerator) -> None:
@@ -139,6 +139,11 @@ def test_video_to_video_keeps_the_length_and_follows_strength(wan: WanGenerator)
     assert not np.array_equal(stronger, other)
 
 
+def test_a_size_off_the_multiple_is_made_at_the_nearest(wan: WanGenerator) -> None:
+    made = wan.resolve(request(width=40, height=56))
+    assert (made.width, made.height) == (32, 48)  # multiples of 16, ties down
+
+
 @pytest.mark.parametrize(
     ("overrides", "param"),
     [
@@ -146,7 +151,6 @@ def test_video_to_video_keeps_the_length_and_follows_strength(wan: WanGenerator)
         ({"video": clip(9), "strength": 1.5}, "strength"),
         ({"video": clip(9), "num_frames": 12}, "num_frames"),  # longer than the video
         ({"video": clip(9), "reference_image": clip(1)[0]}, "video"),
-        ({"width": 40}, "width"),
         ({"overlap_frames": 4}, "overlap_frames"),
     ],
 )
@@ -202,7 +206,7 @@ def test_image_to_video_weights_start_from_the_image(wan_i2v: WanGenerator) -> N
     np.testing.assert_array_equal(frames[0], image)
     other = all_frames(wan_i2v, request(num_frames=13, reference_image=255 - image))
     assert not np.array_equal(frames[1:], other[1:])  # the image conditions what follows
-    assert wan_i2v.describe()["modes"] == ["extend", "i2v"]
+    assert wan_i2v.describe()["modes"] == ["i2v", "extend"]
     with pytest.raises(InvalidRequest) as caught:  # no text-to-video: it needs an image
         wan_i2v.resolve(request())
     assert caught.value.param == "reference_image"

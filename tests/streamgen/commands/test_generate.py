@@ -56,8 +56,10 @@ def test_generate_writes_a_playable_mp4_and_segments(tmp_path):
 @pytest.mark.parametrize(
     ("args", "param"),
     [
-        (["--width", "100"], "width"),
+        (["--size", "720p"], "width"),  # over the embedded model's 512x512
         (["--width", "4096"], "width"),
+        (["--size", "big"], "size"),
+        (["--size", "64x64", "--width", "64"], "size"),
         (["--seconds", "0"], "seconds"),
         (["--seconds", "-2"], "seconds"),
         (["--overlap-frames", "12"], "overlap_frames"),
@@ -92,6 +94,14 @@ def test_a_video_is_refused_by_a_model_without_video_to_video(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "parameter: video" in err and "cannot do video to video" in err
     assert not out.exists()
+
+
+def test_a_size_off_the_multiple_is_made_at_the_nearest(tmp_path, capsys):
+    out = tmp_path / "x.mp4"
+    args = ["--size", "70x60", "--num-frames", "12", "--steps", "1", "--seed", "2", "--quiet"]
+    assert main(["generate", "--prompt", "a ball", "-o", str(out), *args]) == 0
+    frames, _ = decode(out)
+    assert len(frames) == 12 and frames[0].shape == (64, 64, 3)  # multiples of 16
 
 
 def test_reference_image_becomes_frame_zero(tmp_path, capsys):

@@ -53,8 +53,8 @@ def test_malformed_bodies_are_400(server_url: str, path: str) -> None:
 @pytest.mark.parametrize(
     ("change", "param"),
     [
-        ({"size": "65x64"}, "width"),
-        ({"size": "96x40"}, "height"),
+        ({"size": "1280x720"}, "width"),  # over the embedded model's 512x512
+        ({"size": "64x1792"}, "height"),
         ({"num_steps": 0}, "num_inference_steps"),
         ({"model": "another-model"}, "model"),
         ({"colour": "red"}, "colour"),
@@ -128,7 +128,7 @@ def test_openapi_describes_every_route_and_resolves_its_refs(server_url: str) ->
     assert {"prompt", "size", "num_frames", "unbounded", "priority"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
     fields = schema["properties"]  # the real constraints, the server's caps as maxima
-    assert fields["width"]["maximum"] == 1280 and fields["width"]["minimum"] == 2
+    assert fields["width"]["maximum"] == 1920 and fields["width"]["minimum"] == 2
     assert fields["num_inference_steps"]["maximum"] == 200
     assert fields["prompt"]["maxLength"] == 2000 and fields["prompt"]["minLength"] == 1
     assert fields["fps"]["minimum"] == 1 and fields["fps"]["maximum"] == 60
@@ -181,7 +181,7 @@ async def _ws_close(url: str, first: str) -> tuple[int | None, dict[str, Any]]:
 def test_websocket_request_errors_close_with_their_codes(server_url: str) -> None:
     cases = [
         ("{not json", 1008, "malformed_request", None),
-        (json.dumps({**SMALL, "size": "65x64"}), 1008, "invalid_request", "width"),
+        (json.dumps({**SMALL, "size": "1280x720"}), 1008, "invalid_request", "width"),
         (json.dumps({"subscribe": "job_missing"}), 4404, "job_not_found", "job_id"),
         (json.dumps({"cancel": True}), 1008, "conflict", "cancel"),
     ]
