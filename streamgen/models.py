@@ -31,7 +31,6 @@ from segment_pipeline import (
     backend_for,
     load_generator,
 )
-from segment_pipeline.generator import MODES
 
 from .config import ConfigError, Settings
 from .errors import InvalidParameter, from_pipeline_error
@@ -182,30 +181,13 @@ def card(generator: SegmentedGenerator, model: str) -> dict[str, Any]:
     batches windows."""
     info = {**generator.describe(), "id": model}
     defaults = generator.defaults
-    size_multiple = getattr(generator, "size_multiple", None)
-    info.setdefault("modes", sorted(modes_of(generator), key=MODES.index))
-    info.setdefault(
-        "sizes",
-        {
-            "default": f"{defaults.width}x{defaults.height}",
-            "multiple": size_multiple,
-            "max_width": generator.limits.max_width,
-            "max_height": generator.limits.max_height,
-        },
-    )
+    # `describe()` gives the size rule (multiple, caps, presets); the card adds the default.
+    info["sizes"] = {"default": f"{defaults.width}x{defaults.height}", **info["sizes"]}
     info.setdefault("fps", defaults.fps)
     info.setdefault("frames_per_window", defaults.segment_frames)
     info.setdefault("overlap_frames", defaults.overlap_frames)
     info.setdefault("batching", batches(generator))
     return info
-
-
-def modes_of(generator: SegmentedGenerator) -> set[str]:
-    """What the generator can make (`SegmentedGenerator.modes`), with "audio" when it
-    makes its own sound."""
-    return {m for m in generator.modes if m in MODES} | (
-        {"audio"} if generator.produces_audio else set()
-    )
 
 
 def batches(generator: SegmentedGenerator) -> bool:

@@ -96,7 +96,9 @@ def test_model_cards_say_what_each_can_do_and_whether_it_is_loaded() -> None:
     assert two == {"id": "two", "backend": "embedded", "loaded": False, "default": False}
     models.pipeline("two")
     loaded = models.cards()[1]
-    assert loaded["id"] == "two" and loaded["loaded"] and loaded["modes"] == ["t2v", "i2v", "extend"]
+    assert (
+        loaded["id"] == "two" and loaded["loaded"] and loaded["modes"] == ["t2v", "i2v", "extend"]
+    )
 
 
 def test_the_embedded_model_declares_its_modes() -> None:
