@@ -32,7 +32,8 @@ from diffusers import (
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 
-def _umt5_xxl() -> dict[str, Any]:
+def umt5_xxl() -> dict[str, Any]:
+    """UMT5-XXL's encoder, the text encoder Wan2.1 and the models built on it ship."""
     return {
         "vocab_size": 256384,
         "d_model": 4096,
@@ -50,7 +51,7 @@ class Preset:
     """The published configuration of one SkyReels-V2 DF checkpoint."""
 
     transformer: dict[str, Any]
-    text_encoder: dict[str, Any] = field(default_factory=_umt5_xxl)
+    text_encoder: dict[str, Any] = field(default_factory=umt5_xxl)
     vae: dict[str, Any] = field(default_factory=dict)  # Wan2.1's VAE: the class defaults
     flow_shift: float = 8.0  # the DF checkpoints' scheduler (5.0 suits I2V)
 
@@ -81,7 +82,7 @@ PRESETS = {
 }
 
 
-def _tokenizer() -> T5Tokenizer:
+def letter_tokenizer() -> T5Tokenizer:
     """A T5 (Unigram) tokenizer over single letters and digits, built in code."""
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     pieces += [(char, -5.0) for char in string.ascii_lowercase + string.digits]
@@ -97,7 +98,7 @@ def build(directory: Path, preset: Preset, device: str, dtype: torch.dtype) -> P
     try:
         with torch.device(device):
             pipe = SkyReelsV2DiffusionForcingPipeline(
-                tokenizer=_tokenizer(),
+                tokenizer=letter_tokenizer(),
                 text_encoder=UMT5EncoderModel(UMT5Config(**preset.text_encoder)),
                 transformer=SkyReelsV2Transformer3DModel(**preset.transformer),
                 vae=AutoencoderKLWan(**preset.vae),
