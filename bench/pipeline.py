@@ -40,11 +40,14 @@ def main() -> None:
     parser.add_argument("--model-path")
     parser.add_argument("--prompt", default="a red ball moving right")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--offload", default="none", choices=("none", "model", "sequential"))
     parser.add_argument("--size", help="WIDTHxHEIGHT (the model's default when left out)")
     parser.add_argument("--steps", type=int, help="inference steps (the model's default)")
     args = parser.parse_args()
 
-    generator = load_generator(args.backend, args.model_path, device=args.device)
+    generator = load_generator(
+        args.backend, args.model_path, device=args.device, offload=args.offload
+    )
     shape: dict[str, object] = {"prompt": args.prompt, "seed": 0}
     if args.size:
         width, height = (int(v) for v in args.size.lower().split("x"))

@@ -34,6 +34,7 @@ class Settings:
     models: str = ""  # more models to serve, "ID=DIR,ID=DIR" (`--model ID=DIR`, repeatable)
     max_loaded_models: int = 2  # models resident at once, the default one included
     device: str = "cpu"
+    offload: str = "none"  # diffusers checkpoints on a GPU: none | model | sequential
     torch_threads: int = 0  # 0: torch's own choice
     # Request caps (defaults: segment_pipeline's `Limits`, the one place they are set)
     max_width: int = Limits.max_width

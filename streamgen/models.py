@@ -200,7 +200,9 @@ def batches(generator: SegmentedGenerator) -> bool:
 
 
 def _load(settings: Settings, source: ModelSource) -> SegmentedGenerator:
-    return load_generator(None, source.path, limits=settings.limits, device=settings.device)
+    return load_generator(
+        None, source.path, limits=settings.limits, device=settings.device, offload=settings.offload
+    )
 
 
 def _backend_of(source: ModelSource) -> str:

@@ -159,7 +159,11 @@ def load_model(settings: Settings) -> SegmentedGenerator:
         torch.set_num_threads(settings.torch_threads)
     try:
         return load_generator(
-            settings.backend, settings.model_path, limits=settings.limits, device=settings.device
+            settings.backend,
+            settings.model_path,
+            limits=settings.limits,
+            device=settings.device,
+            offload=settings.offload,
         )
     except PipelineError as exc:
         raise from_pipeline_error(exc) from exc

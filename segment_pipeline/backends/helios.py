@@ -122,6 +122,7 @@ class HeliosGenerator(LTXFamilyGenerator):
         limits: Limits | None = None,
         device: str = "cpu",
         defaults: GeneratorDefaults | None = None,
+        offload: str = "none",
     ) -> None:
         index = read_index(Path(model_path), self.pipelines, self.components, self.family)
         self.pyramid = index.get("_class_name") == "HeliosPyramidPipeline"
@@ -129,7 +130,9 @@ class HeliosGenerator(LTXFamilyGenerator):
         self.variant = "Helios-Distilled" if self.distilled else "Helios"
         if self.distilled and defaults is None:
             defaults = DISTILLED_DEFAULTS
-        super().__init__(model_path, limits=limits, device=device, defaults=defaults)
+        super().__init__(
+            model_path, limits=limits, device=device, defaults=defaults, offload=offload
+        )
         self.stages = int(self.pipe.scheduler.config.stages) if self.pyramid else 1
         vae = self.pipe.vae
         self._latents_mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)

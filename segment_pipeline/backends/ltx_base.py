@@ -24,6 +24,7 @@ from ..errors import InvalidRequest, ModelLoadError
 from ..generator import SegmentedGenerator
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from .embedded import window_seed
+from .registry import OFFLOAD_MODES
 
 StepEnd = Callable[[Any, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
 """A diffusers `callback_on_step_end`: (pipeline, step, timestep, tensors) -> tensors."""
@@ -51,6 +52,7 @@ class LTXFamilyGenerator(SegmentedGenerator):
         limits: Limits | None = None,
         device: str = "cpu",
         defaults: GeneratorDefaults | None = None,
+        offload: str = "none",
     ) -> None:
         super().__init__(limits)
         self.model_path = Path(model_path)
@@ -60,7 +62,7 @@ class LTXFamilyGenerator(SegmentedGenerator):
         read_index(self.model_path, self.pipelines, self.components, self.family)
         pipe = self._load_components(self.model_path, self.dtype)
         # Typed `Any`: diffusers registers components at run time (`pipe.vae` and the like).
-        self.pipe: Any = to_device(pipe, self.device, self.dtype, self.family)
+        self.pipe: Any = to_device(pipe, self.device, self.dtype, self.family, offload)
         self.name = self.model_path.name or self.unnamed
         self.defaults = defaults or self.native_defaults
         self.size_multiple, self.frame_multiple = self._multiples()
@@ -234,13 +236,32 @@ def load_checked(
     return pipe
 
 
-def to_device(pipe: Any, device: torch.device, dtype: torch.dtype, family: str) -> Any:
-    """`pipe` in `dtype` on `device`, without progress bars; a `ModelLoadError` naming
-    `device` when it does not fit or the device does not exist."""
+def to_device(
+    pipe: Any, device: torch.device, dtype: torch.dtype, family: str, offload: str = "none"
+) -> Any:
+    """`pipe` in `dtype` on `device` (or offloaded to it, see `OFFLOAD_MODES`), without
+    progress bars; a `ModelLoadError` naming `device` when it does not fit or the device
+    does not exist, naming `offload` when it cannot apply."""
+    if offload not in OFFLOAD_MODES:
+        raise ModelLoadError(
+            f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}",
+            param="offload",
+        )
+    if offload != "none" and device.type != "cuda":
+        raise ModelLoadError(
+            f"offload {offload!r} moves weights between the CPU and a GPU; the device is "
+            f"{device}: give a CUDA device, or offload none",
+            param="offload",
+        )
     try:
         if pipe.transformer.dtype != dtype:  # diffusers that predate `dtype=` load float32
             pipe.to(dtype=dtype)
-        pipe.to(device)
+        if offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.to(device)
     except (RuntimeError, AssertionError) as exc:  # no CUDA build, out of memory, bad index
         raise ModelLoadError(
             f"cannot move the {family} pipeline to {device}: {exc}", param="device"

@@ -24,10 +24,11 @@ from ..request import Limits
 
 
 class GeneratorClass(Protocol):
-    """What every backend's generator class is called with."""
+    """What every backend's generator class is called with (the diffusers families also
+    take `offload`)."""
 
     def __call__(
-        self, model_path: str | Path | None, *, limits: Limits | None, device: str
+        self, model_path: str | Path | None, *, limits: Limits | None, device: str, **options: str
     ) -> SegmentedGenerator: ...
 
 
@@ -86,6 +87,13 @@ REGISTRY: tuple[Backend, ...] = (
 """Every backend; `BACKENDS` are their names."""
 
 BACKENDS = tuple(backend.name for backend in REGISTRY)
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+"""How a diffusers pipeline's weights sit on a GPU: all of them there (`none`); each model
+moved there while it runs and back after (`model`, diffusers' model CPU offload: about the
+largest model's memory); each layer moved there as it runs (`sequential`: least memory,
+slowest)."""
+
 _BY_NAME = {backend.name: backend for backend in REGISTRY}
 _BY_PIPELINE = {pipeline: backend for backend in REGISTRY for pipeline in backend.pipelines}
 

@@ -152,6 +152,7 @@ class SkyReelsGenerator(SegmentedGenerator):
         device: str = "cpu",
         defaults: GeneratorDefaults | None = None,
         forcing: DiffusionForcing | None = None,
+        offload: str = "none",
     ) -> None:
         super().__init__(limits)
         self.model_path = Path(model_path)
@@ -169,7 +170,7 @@ class SkyReelsGenerator(SegmentedGenerator):
             SkyReelsV2DiffusionForcingPipeline, self.model_path, self.dtype, expected, FAMILY
         )
         # Typed `Any`: diffusers registers components at run time (`pipe.vae` and the like).
-        self.pipe: Any = to_device(pipe, self.device, self.dtype, FAMILY)
+        self.pipe: Any = to_device(pipe, self.device, self.dtype, FAMILY, offload)
         self.name = self.model_path.name or "skyreels-v2-df"
         self.defaults = defaults or SKYREELS_DEFAULTS
         chosen = forcing or DiffusionForcing()

@@ -115,6 +115,7 @@ class WanGenerator(SegmentedGenerator):
         limits: Limits | None = None,
         device: str = "cpu",
         defaults: GeneratorDefaults | None = None,
+        offload: str = "none",
     ) -> None:
         super().__init__(limits)
         self.model_path = Path(model_path)
@@ -131,7 +132,7 @@ class WanGenerator(SegmentedGenerator):
         }
         pipe = load_checked(pipeline, self.model_path, self.dtype, expected, self.family)
         # Typed `Any`: diffusers registers components at run time (`pipe.vae` and the like).
-        self.pipe: Any = to_device(pipe, self.device, self.dtype, self.family)
+        self.pipe: Any = to_device(pipe, self.device, self.dtype, self.family, offload)
         self.name = self.model_path.name or "wan"
         vae, transformer = self.pipe.vae, self.pipe.transformer
         # Image-to-video weights take a mask and the encoded image beside the latents.

@@ -74,6 +74,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--offload",
+        choices=("none", "model", "sequential"),
+        help="a diffusers checkpoint on a small GPU: keep each model (or layer) on the CPU "
+        "until it runs (default none)",
+    )
     p.add_argument("--config", type=Path, help="YAML settings file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -83,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
         generator = load_generator(
-            settings.backend, settings.model_path, limits=settings.limits, device=settings.device
+            settings.backend,
+            settings.model_path,
+            limits=settings.limits,
+            device=settings.device,
+            offload=settings.offload,
         )
         request = _request(args, generator.defaults.overlap_frames, settings.media_limits)
         job = SegmentPipeline(generator, settings.encoder_options).open(request)
@@ -96,7 +106,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     config = args.config or os.environ.get("STREAMGEN_CONFIG")
     settings = load_settings(config)
     settings = settings.replace(
-        backend=args.backend, model_path=args.model_path, device=args.device
+        backend=args.backend, model_path=args.model_path, device=args.device, offload=args.offload
     )
     if settings.torch_threads:
         import torch

@@ -36,6 +36,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model-path", help="local model directory (real checkpoints)")
     add_model_arguments(p)
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    p.add_argument(
+        "--offload",
+        choices=("none", "model", "sequential"),
+        help="a diffusers checkpoint on a small GPU: keep each model (or layer) on the CPU "
+        "until it runs (default none)",
+    )
     p.add_argument("--broker", help="'memory' (one process) or a Redis URL (redis://host:6379/0)")
     p.add_argument(
         "--embedded-worker",
@@ -67,6 +73,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         model_path=args.model_path,
         **model_settings(args),
         device=args.device,
+        offload=args.offload,
         broker=args.broker,
         embedded_worker=args.embedded_worker,
         certfile=args.certfile,

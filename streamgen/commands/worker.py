@@ -49,6 +49,12 @@ def add_parser(subparsers: Any) -> None:
     add_model_arguments(p)
     p.add_argument("--device", help="torch device, e.g. cpu or cuda")
     p.add_argument(
+        "--offload",
+        choices=("none", "model", "sequential"),
+        help="a diffusers checkpoint on a small GPU: keep each model (or layer) on the CPU "
+        "until it runs (default none)",
+    )
+    p.add_argument(
         "--concurrency", type=int, help="jobs run at once (default max_concurrent_jobs, 1)"
     )
     p.add_argument("--worker-id", help="name in logs and job state (default host:pid:random)")
@@ -65,6 +71,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         model_path=args.model_path,
         **model_settings(args),
         device=args.device,
+        offload=args.offload,
         max_concurrent_jobs=args.concurrency,
     )
     check_role(settings, "worker")

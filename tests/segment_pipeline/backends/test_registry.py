@@ -14,7 +14,7 @@ from segment_pipeline.backends.embedded import EmbeddedGenerator
 from segment_pipeline.backends.ltx import LTX_PIPELINES, LTXGenerator
 from segment_pipeline.backends.ltx2 import LTX2_PIPELINES
 from segment_pipeline.embedded_model import DEFAULT_MODEL_DIR
-from segment_pipeline.errors import InvalidRequest, ModelLoadError
+from segment_pipeline.errors import InvalidRequest, ModelLoadError, PipelineError
 
 from .ltx_tiny import build_tiny_ltx
 
@@ -114,3 +114,17 @@ def test_a_backend_whose_module_is_missing_is_a_model_load_error() -> None:
     not_generator = Backend("odd", "registry", "Backend", ())
     with pytest.raises(ModelLoadError, match="not a SegmentedGenerator"):
         not_generator.generator_class()
+
+
+def test_offload_is_for_a_diffusers_checkpoint_on_a_gpu(ltx_dir: Path) -> None:
+    # What can be checked without a GPU: each refusal names `offload`. (Model and sequential
+    # offload on a CUDA device: the command in docs/benchmarks.md, not yet run.)
+    for backend, path, offload, says in (
+        (None, ltx_dir, "model", "give a CUDA device"),
+        (None, ltx_dir, "layers", "one of none, model, sequential"),
+        ("embedded", None, "model", "not the embedded model"),
+    ):
+        with pytest.raises(PipelineError) as caught:
+            load_generator(backend, path, offload=offload)
+        assert caught.value.param == "offload" and says in str(caught.value)
+    assert load_generator(None, ltx_dir, offload="none").name == ltx_dir.name
