@@ -72,7 +72,7 @@ REGISTRY: tuple[Backend, ...] = (
     ),
     Backend(
         "wan", "wan", "WanGenerator",
-        ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline", "WanVACEPipeline"),
+        ("WanPipeline", "WanImageToVideoPipeline", "WanVideoToVideoPipeline"),
     ),
     Backend(
         "skyreels", "skyreels", "SkyReelsGenerator",

@@ -270,3 +270,15 @@ def test_the_loop_leaves_gradients_on_for_the_process(wan: WanGenerator) -> None
     # The loop runs under no_grad; it must not leave gradients off for the process.
     wan.generate_window(wan.resolve(request()), 0, NONE, lambda s, t: None)
     assert torch.is_grad_enabled()
+
+
+def test_the_registry_loads_a_wan_checkpoint_by_its_model_index(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from segment_pipeline import load_generator
+    from segment_pipeline.backends.registry import REGISTRY
+    from segment_pipeline.backends.wan import WAN_PIPELINES
+
+    assert {b.name: b for b in REGISTRY}["wan"].pipelines == WAN_PIPELINES
+    path = build_tiny_wan(tmp_path_factory.mktemp("by-index") / "tiny-wan")
+    assert isinstance(load_generator(model_path=path), WanGenerator)
