@@ -464,3 +464,17 @@ def _first_given(request: ResolvedRequest) -> np.ndarray:
 def _raise_if_cancelled(cancel: CancelToken | None) -> None:
     if cancel is not None and cancel.is_set():
         raise GenerationCancelled()
+
+
+class BatchedGenerator(SegmentedGenerator):
+    """A backend that makes its windows in batches (it implements `generate_windows`): one
+    window alone is a batch of one."""
+
+    def generate_window(
+        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
+    ) -> Window:
+        def on_only_step(item: int, step: int, total_steps: int) -> None:
+            on_step(step, total_steps)
+
+        task = WindowTask(request, index, given, request.window_start(index))
+        return self.generate_windows([task], on_only_step)[0]

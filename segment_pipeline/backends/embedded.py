@@ -12,7 +12,11 @@ import torch
 
 from ..embedded_model import DEFAULT_MODEL_DIR, TinyVideoDiffusion
 from ..errors import InvalidRequest
-from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
+from ..generator import (
+    BatchedGenerator,
+    BatchStepCallback,
+    WindowTask,
+)
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 
 
@@ -38,7 +42,7 @@ class EmbeddedBatchKey:
     guided: bool
 
 
-class EmbeddedGenerator(SegmentedGenerator):
+class EmbeddedGenerator(BatchedGenerator):
     """Generates with the shipped default model (or one saved by training) on CPU or GPU."""
 
     modes = frozenset({"t2v", "i2v", "extend"})  # what /v1/models says it can do
@@ -102,14 +106,6 @@ class EmbeddedGenerator(SegmentedGenerator):
             num_inference_steps=request.num_inference_steps,
             guided=request.guidance_scale > 1.0,
         )
-
-    def generate_window(
-        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
-    ) -> np.ndarray:
-        def on_only_step(item: int, step: int, total_steps: int) -> None:
-            on_step(step, total_steps)
-
-        return self.generate_windows([WindowTask(request, index, given)], on_only_step)[0]
 
     @torch.inference_mode()
     def generate_windows(

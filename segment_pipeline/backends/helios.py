@@ -208,16 +208,6 @@ class HeliosGenerator(LTXFamilyGenerator):
             )
 
     # Windows ------------------------------------------------------------------------------
-    def generate_window(
-        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
-    ) -> np.ndarray:
-        """Window `index` with no history kept: as if the stream started there."""
-
-        def on_only_step(item: int, step: int, total_steps: int) -> None:
-            on_step(step, total_steps)
-
-        return self.generate_windows([WindowTask(request, index, given)], on_only_step)[0]
-
     def generate_windows(
         self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
     ) -> list[np.ndarray]:

@@ -34,8 +34,8 @@ from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
 from PIL import Image
 from transformers import T5EncoderModel
 
-from ..generator import BatchStepCallback, StepCallback, WindowTask
-from ..request import GeneratorDefaults, ResolvedRequest
+from ..generator import BatchStepCallback, WindowTask
+from ..request import GeneratorDefaults
 from .ltx_base import LTXFamilyGenerator, load_checked, step_end, to_uint8, window_noise
 
 logger = logging.getLogger(__name__)
@@ -125,14 +125,6 @@ class LTXGenerator(LTXFamilyGenerator):
             guidance_scale=request.guidance_scale,
             given_frames=len(task.given),
         )
-
-    def generate_window(
-        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
-    ) -> np.ndarray:
-        def on_only_step(item: int, step: int, total_steps: int) -> None:
-            on_step(step, total_steps)
-
-        return self.generate_windows([WindowTask(request, index, given)], on_only_step)[0]
 
     def generate_windows(
         self, tasks: Sequence[WindowTask], on_step: BatchStepCallback

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidRequest, ModelLoadError
-from ..generator import SegmentedGenerator
+from ..generator import BatchedGenerator
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from .embedded import window_seed
 from .registry import OFFLOAD_MODES
@@ -30,7 +30,7 @@ StepEnd = Callable[[Any, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
 """A diffusers `callback_on_step_end`: (pipeline, step, timestep, tensors) -> tensors."""
 
 
-class LTXFamilyGenerator(SegmentedGenerator):
+class LTXFamilyGenerator(BatchedGenerator):
     """A generator over one diffusers pipeline of the LTX family, on CPU or GPU.
 
     A subclass names its family and pipelines, loads its components (`_load_components`)

@@ -47,7 +47,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedModel
 
 from ..errors import InvalidRequest, ModelLoadError
-from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
+from ..generator import (
+    BatchedGenerator,
+    BatchStepCallback,
+    WindowTask,
+)
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from ..sizes import rope_side_cap
 from .ltx_base import (
@@ -137,7 +141,7 @@ class SkyReelsBatchKey:
     addnoise_condition: float
 
 
-class SkyReelsGenerator(SegmentedGenerator):
+class SkyReelsGenerator(BatchedGenerator):
     """Generates with a SkyReels-V2 Diffusion Forcing diffusers checkpoint on CPU or GPU."""
 
     backend: ClassVar[str] = "skyreels"
@@ -256,14 +260,6 @@ class SkyReelsGenerator(SegmentedGenerator):
             causal_block_size=self.causal_block_size,
             addnoise_condition=self.forcing.addnoise_condition,
         )
-
-    def generate_window(
-        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
-    ) -> np.ndarray:
-        def on_only_step(item: int, step: int, total_steps: int) -> None:
-            on_step(step, total_steps)
-
-        return self.generate_windows([WindowTask(request, index, given)], on_only_step)[0]
 
     def generate_windows(
         self, tasks: Sequence[WindowTask], on_step: BatchStepCallback

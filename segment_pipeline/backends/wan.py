@@ -42,7 +42,11 @@ from PIL import Image
 from transformers import UMT5EncoderModel
 
 from ..errors import InvalidRequest
-from ..generator import BatchStepCallback, SegmentedGenerator, StepCallback, WindowTask
+from ..generator import (
+    BatchedGenerator,
+    BatchStepCallback,
+    WindowTask,
+)
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from ..sizes import rope_side_cap
 from .ltx_base import (
@@ -102,7 +106,7 @@ class WanBatchKey:
     strength: float | None  # a video's, else None
 
 
-class WanGenerator(SegmentedGenerator):
+class WanGenerator(BatchedGenerator):
     """Generates with a Wan2.1 or Wan2.2 diffusers checkpoint on CPU or GPU."""
 
     backend = "wan"
@@ -190,15 +194,6 @@ class WanGenerator(SegmentedGenerator):
             given_frames=len(task.given),
             strength=request.strength if request.video is not None else None,
         )
-
-    def generate_window(
-        self, request: ResolvedRequest, index: int, given: np.ndarray, on_step: StepCallback
-    ) -> np.ndarray:
-        def on_only_step(item: int, step: int, total_steps: int) -> None:
-            on_step(step, total_steps)
-
-        task = WindowTask(request, index, given, request.window_start(index))
-        return self.generate_windows([task], on_only_step)[0]
 
     def generate_windows(
         self, tasks: Sequence[WindowTask], on_step: BatchStepCallback
