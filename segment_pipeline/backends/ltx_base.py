@@ -57,7 +57,7 @@ class LTXFamilyGenerator(BatchedGenerator):
         super().__init__(limits)
         self.model_path = Path(model_path)
         self.device = torch_device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = weights_dtype(self.device)
         # Load and check every component now, so a broken checkpoint never fails mid-job.
         read_index(self.model_path, self.pipelines, self.components, self.family)
         pipe = self._load_components(self.model_path, self.dtype)
@@ -162,6 +162,12 @@ def check_shape(request: ResolvedRequest, frames: int, family: str) -> None:
 
 def _examples(multiple: int) -> str:
     return ", ".join(str(multiple * k + 1) for k in range(1, 4)) + ", ..."
+
+
+def weights_dtype(device: torch.device) -> torch.dtype:
+    """The dtype a diffusers checkpoint runs in on `device`: bfloat16 on a GPU, float32 on
+    the CPU (whose bfloat16 kernels are slow or missing)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def torch_device(device: str) -> torch.device:

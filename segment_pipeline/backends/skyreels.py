@@ -61,6 +61,7 @@ from .ltx_base import (
     to_device,
     to_uint8,
     torch_device,
+    weights_dtype,
     window_noise,
 )
 
@@ -161,7 +162,7 @@ class SkyReelsGenerator(BatchedGenerator):
         super().__init__(limits)
         self.model_path = Path(model_path)
         self.device = torch_device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = weights_dtype(self.device)
         # Load and check every component now, so a broken checkpoint never fails mid-job.
         read_index(self.model_path, SKYREELS_PIPELINES, COMPONENTS, FAMILY)
         expected = {

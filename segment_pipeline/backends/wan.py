@@ -56,6 +56,7 @@ from .ltx_base import (
     to_device,
     to_uint8,
     torch_device,
+    weights_dtype,
     window_noise,
 )
 
@@ -124,7 +125,7 @@ class WanGenerator(BatchedGenerator):
         super().__init__(limits)
         self.model_path = Path(model_path)
         self.device = torch_device(device)
-        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = weights_dtype(self.device)
         # Load and check every component now, so a broken checkpoint never fails mid-job.
         index = read_index(self.model_path, WAN_PIPELINES, COMPONENTS, self.family)
         image_pipeline = index["_class_name"] == "WanImageToVideoPipeline"
