@@ -13,44 +13,22 @@ from pathlib import Path
 
 import torch
 from diffusers import (
-    AutoencoderKLWan,
     HeliosDMDScheduler,
     HeliosPipeline,
     HeliosPyramidPipeline,
     HeliosScheduler,
     HeliosTransformer3DModel,
 )
-from transformers import UMT5Config, UMT5EncoderModel
 
 from .ltx_tiny import tiny_tokenizer
-
-TEXT_DIM = 16
-LATENT_CHANNELS = 4
+from .wan_tiny import LATENT_CHANNELS, TEXT_DIM, tiny_umt5, tiny_wan_vae
 
 
 def _components(seed: int) -> dict[str, object]:
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=TEXT_DIM,
-            d_kv=8,
-            d_ff=32,
-            num_layers=1,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-        )
-    )
-    vae = AutoencoderKLWan(
-        base_dim=4,
-        z_dim=LATENT_CHANNELS,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * LATENT_CHANNELS,
-        latents_std=[1.0] * LATENT_CHANNELS,
-    )
+    text_encoder = tiny_umt5(len(tokenizer))
+    vae = tiny_wan_vae()
     transformer = HeliosTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import torch
 from diffusers import (
-    AutoencoderKLWan,
     SkyReelsV2DiffusionForcingPipeline,
     SkyReelsV2Transformer3DModel,
     UniPCMultistepScheduler,
 )
-from transformers import UMT5Config, UMT5EncoderModel
 
 from .ltx_tiny import tiny_tokenizer
-
-TEXT_DIM = 16
+from .wan_tiny import TEXT_DIM, tiny_umt5, tiny_wan_vae
 
 
 def build_tiny_skyreels(
@@ -37,24 +34,8 @@ def build_tiny_skyreels(
     checkpoints)."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=TEXT_DIM,
-            d_kv=8,
-            d_ff=32,
-            num_layers=1,
-            num_heads=2,
-            relative_attention_num_buckets=8,
-        )
-    )
-    vae = AutoencoderKLWan(
-        base_dim=8,
-        z_dim=16,  # Wan's latent width: the config's 16 latents_mean/std apply
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )
+    text_encoder = tiny_umt5(len(tokenizer))
+    vae = tiny_wan_vae(base_dim=8, z_dim=16)  # Wan's latent width: its latents_mean/std
     transformer = SkyReelsV2Transformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,

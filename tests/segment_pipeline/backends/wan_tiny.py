@@ -34,12 +34,12 @@ LATENT_CHANNELS = 4
 IMAGE_DIM = 16
 
 
-def _parts(seed: int) -> dict[str, object]:
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer()
-    text_encoder = UMT5EncoderModel(
+def tiny_umt5(vocab_size: int) -> UMT5EncoderModel:
+    """A one-layer UMT5 encoder of `TEXT_DIM` wide: the text encoder of the Wan family
+    (Wan, SkyReels-V2, Helios) at toy size."""
+    return UMT5EncoderModel(
         UMT5Config(
-            vocab_size=len(tokenizer),
+            vocab_size=vocab_size,
             d_model=TEXT_DIM,
             d_kv=8,
             d_ff=32,
@@ -48,15 +48,27 @@ def _parts(seed: int) -> dict[str, object]:
             relative_attention_num_buckets=8,
         )
     )
-    vae = AutoencoderKLWan(
-        base_dim=4,
-        z_dim=LATENT_CHANNELS,
+
+
+def tiny_wan_vae(base_dim: int = 4, z_dim: int = LATENT_CHANNELS) -> AutoencoderKLWan:
+    """Wan2.1's VAE at toy width (8x in space, 4x in time, as the real one); with Wan's 16
+    latents the checkpoint's own latents_mean/std apply, else a plain 0/1."""
+    plain = {} if z_dim == 16 else {"latents_mean": [0.0] * z_dim, "latents_std": [1.0] * z_dim}
+    return AutoencoderKLWan(
+        base_dim=base_dim,
+        z_dim=z_dim,
         dim_mult=[1, 1, 1, 1],
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * LATENT_CHANNELS,
-        latents_std=[1.0] * LATENT_CHANNELS,
+        **plain,
     )
+
+
+def _parts(seed: int) -> dict[str, object]:
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    text_encoder = tiny_umt5(len(tokenizer))
+    vae = tiny_wan_vae()
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
     )
