@@ -26,7 +26,8 @@ Where the numbers come from:
   published transformer config.json itself was not found, so its flags
   (`is_amplify_history`, `guidance_cross_attn`, ...) are the class defaults: unconfirmed,
   though none of them changes a step's work beyond a per-head scale.
-- Text encoder: UMT5-XXL (`umt5_xxl`, shared with `skyreels_random.py`), what Wan2.1 ships.
+- Text encoder: UMT5-XXL (`wan_family.umt5_xxl`, shared with `wan_random.py` and
+  `skyreels_random.py`), what Wan2.1 ships.
   The tokenizer is a small one built in code (the published one is a download); prompts are
   padded to 512 tokens either way, so the encoder's cost is the same.
 - VAE: `AutoencoderKLWan`'s defaults (Wan2.1's VAE, 8x space, 4x time, 16 channels).
@@ -66,7 +67,7 @@ from transformers import UMT5Config, UMT5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.skyreels_random import letter_tokenizer, umt5_xxl
+from bench.wan_family import letter_tokenizer, umt5_xxl
 
 
 def _helios_14b() -> dict[str, Any]:

@@ -16,7 +16,7 @@ the pipelines' 512 padded tokens, so its cost is the same. Frames are noise eith
 from __future__ import annotations
 
 import argparse
-import string
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,21 +29,11 @@ from diffusers import (
     SkyReelsV2Transformer3DModel,
     UniPCMultistepScheduler,
 )
-from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+from transformers import UMT5Config, UMT5EncoderModel
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def umt5_xxl() -> dict[str, Any]:
-    """UMT5-XXL's encoder, the text encoder Wan2.1 and the models built on it ship."""
-    return {
-        "vocab_size": 256384,
-        "d_model": 4096,
-        "d_kv": 64,
-        "d_ff": 10240,
-        "num_layers": 24,
-        "num_heads": 64,
-        "relative_attention_num_buckets": 32,
-        "feed_forward_proj": "gated-gelu",
-    }
+from bench.wan_family import letter_tokenizer, umt5_xxl, wan_transformer
 
 
 @dataclass(frozen=True)
@@ -57,20 +47,10 @@ class Preset:
 
 
 def _transformer(heads: int, ffn_dim: int, layers: int) -> dict[str, Any]:
+    """Wan2.1's transformer with the DF checkpoints' frame-rate embedding and causal blocks
+    of one latent frame."""
     return {
-        "patch_size": (1, 2, 2),
-        "num_attention_heads": heads,
-        "attention_head_dim": 128,
-        "in_channels": 16,
-        "out_channels": 16,
-        "text_dim": 4096,
-        "freq_dim": 256,
-        "ffn_dim": ffn_dim,
-        "num_layers": layers,
-        "cross_attn_norm": True,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": 1e-6,
-        "rope_max_seq_len": 1024,
+        **wan_transformer(heads, ffn_dim, layers),
         "inject_sample_info": True,
         "num_frame_per_block": 1,
     }
@@ -80,13 +60,6 @@ PRESETS = {
     "1.3b-540p": Preset(_transformer(heads=12, ffn_dim=8960, layers=30)),  # 960x544, 97 frames
     "14b-720p": Preset(_transformer(heads=40, ffn_dim=13824, layers=40)),  # 1280x720, 121
 }
-
-
-def letter_tokenizer() -> T5Tokenizer:
-    """A T5 (Unigram) tokenizer over single letters and digits, built in code."""
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(char, -5.0) for char in string.ascii_lowercase + string.digits]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
 def build(directory: Path, preset: Preset, device: str, dtype: torch.dtype) -> Path:

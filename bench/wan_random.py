@@ -19,72 +19,30 @@ tokenizer is a small one built in code: token ids only index the (full-size) emb
 from __future__ import annotations
 
 import argparse
-import string
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+from transformers import UMT5Config, UMT5EncoderModel
 
-UMT5_XXL: dict[str, Any] = dict(
-    vocab_size=256384,
-    d_model=4096,
-    d_kv=64,
-    d_ff=10240,
-    num_layers=24,
-    num_heads=64,
-    relative_attention_num_buckets=32,
-    feed_forward_proj="gated-gelu",
-)
-"""google/umt5-xxl's encoder, as Wan2.1 and Wan2.2 ship it."""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.wan_family import letter_tokenizer, umt5_xxl, wan_transformer
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "wan2.1-t2v-1.3b": dict(
-        transformer=dict(
-            patch_size=(1, 2, 2),
-            num_attention_heads=12,
-            attention_head_dim=128,
-            in_channels=16,
-            out_channels=16,
-            text_dim=4096,
-            freq_dim=256,
-            ffn_dim=8960,
-            num_layers=30,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            eps=1e-6,
-            rope_max_seq_len=1024,
-        ),
+        transformer=wan_transformer(heads=12, ffn_dim=8960, layers=30),
         flow_shift=3.0,  # Wan's 480p setting
     ),
     "wan2.1-t2v-14b": dict(
-        transformer=dict(
-            patch_size=(1, 2, 2),
-            num_attention_heads=40,
-            attention_head_dim=128,
-            in_channels=16,
-            out_channels=16,
-            text_dim=4096,
-            freq_dim=256,
-            ffn_dim=13824,
-            num_layers=40,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            eps=1e-6,
-            rope_max_seq_len=1024,
-        ),
+        transformer=wan_transformer(heads=40, ffn_dim=13824, layers=40),
         flow_shift=5.0,  # Wan's 720p setting
     ),
 }
 """Published `transformer/config.json` values (the VAE is `AutoencoderKLWan`'s defaults,
 which are Wan2.1's)."""
-
-
-def tokenizer() -> T5Tokenizer:
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(char, -5.0) for char in string.ascii_lowercase + string.digits]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
 def build(
@@ -98,7 +56,7 @@ def build(
     torch.manual_seed(0)
     with torch.device(device):
         pipe = WanPipeline(
-            tokenizer=tokenizer(),
+            tokenizer=letter_tokenizer(),
             text_encoder=UMT5EncoderModel(UMT5Config(**text_encoder)).to(torch.bfloat16),
             vae=AutoencoderKLWan(),  # float32, as Wan runs its VAE
             # bf16 on disk (random values lose nothing); the loader's `dtype=` upcasts the
@@ -121,7 +79,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     config = CONFIGS[args.config]
-    build(args.directory, config["transformer"], UMT5_XXL, config["flow_shift"], args.device)
+    build(args.directory, config["transformer"], umt5_xxl(), config["flow_shift"], args.device)
     print(f"saved a random {args.config} to {args.directory}")
 
 
