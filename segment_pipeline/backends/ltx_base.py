@@ -30,7 +30,18 @@ StepEnd = Callable[[Any, int, torch.Tensor, dict[str, Any]], dict[str, Any]]
 """A diffusers `callback_on_step_end`: (pipeline, step, timestep, tensors) -> tensors."""
 
 
-class LTXFamilyGenerator(BatchedGenerator):
+class DiffusersGenerator(BatchedGenerator):
+    """A backend over a local diffusers checkpoint: where it lies, the device it runs on and
+    the dtype its weights run in there (`weights_dtype`)."""
+
+    def __init__(self, model_path: str | Path, *, limits: Limits | None, device: str) -> None:
+        super().__init__(limits)
+        self.model_path = Path(model_path)
+        self.device = torch_device(device)
+        self.dtype = weights_dtype(self.device)
+
+
+class LTXFamilyGenerator(DiffusersGenerator):
     """A generator over one diffusers pipeline of the LTX family, on CPU or GPU.
 
     A subclass names its family and pipelines, loads its components (`_load_components`)
@@ -54,10 +65,7 @@ class LTXFamilyGenerator(BatchedGenerator):
         defaults: GeneratorDefaults | None = None,
         offload: str = "none",
     ) -> None:
-        super().__init__(limits)
-        self.model_path = Path(model_path)
-        self.device = torch_device(device)
-        self.dtype = weights_dtype(self.device)
+        super().__init__(model_path, limits=limits, device=device)
         # Load and check every component now, so a broken checkpoint never fails mid-job.
         read_index(self.model_path, self.pipelines, self.components, self.family)
         pipe = self._load_components(self.model_path, self.dtype)

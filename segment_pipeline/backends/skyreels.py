@@ -48,20 +48,18 @@ from transformers import PreTrainedModel
 
 from ..errors import InvalidRequest, ModelLoadError
 from ..generator import (
-    BatchedGenerator,
     BatchStepCallback,
     WindowTask,
 )
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from ..sizes import rope_side_cap
 from .ltx_base import (
+    DiffusersGenerator,
     check_shape,
     load_checked,
     read_index,
     to_device,
     to_uint8,
-    torch_device,
-    weights_dtype,
     window_noise,
 )
 
@@ -142,7 +140,7 @@ class SkyReelsBatchKey:
     addnoise_condition: float
 
 
-class SkyReelsGenerator(BatchedGenerator):
+class SkyReelsGenerator(DiffusersGenerator):
     """Generates with a SkyReels-V2 Diffusion Forcing diffusers checkpoint on CPU or GPU."""
 
     backend: ClassVar[str] = "skyreels"
@@ -159,10 +157,7 @@ class SkyReelsGenerator(BatchedGenerator):
         forcing: DiffusionForcing | None = None,
         offload: str = "none",
     ) -> None:
-        super().__init__(limits)
-        self.model_path = Path(model_path)
-        self.device = torch_device(device)
-        self.dtype = weights_dtype(self.device)
+        super().__init__(model_path, limits=limits, device=device)
         # Load and check every component now, so a broken checkpoint never fails mid-job.
         read_index(self.model_path, SKYREELS_PIPELINES, COMPONENTS, FAMILY)
         expected = {

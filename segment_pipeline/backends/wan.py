@@ -43,20 +43,18 @@ from transformers import UMT5EncoderModel
 
 from ..errors import InvalidRequest
 from ..generator import (
-    BatchedGenerator,
     BatchStepCallback,
     WindowTask,
 )
 from ..request import GeneratorDefaults, Limits, ResolvedRequest
 from ..sizes import rope_side_cap
 from .ltx_base import (
+    DiffusersGenerator,
     check_shape,
     load_checked,
     read_index,
     to_device,
     to_uint8,
-    torch_device,
-    weights_dtype,
     window_noise,
 )
 
@@ -107,7 +105,7 @@ class WanBatchKey:
     strength: float | None  # a video's, else None
 
 
-class WanGenerator(BatchedGenerator):
+class WanGenerator(DiffusersGenerator):
     """Generates with a Wan2.1 or Wan2.2 diffusers checkpoint on CPU or GPU."""
 
     backend = "wan"
@@ -122,10 +120,7 @@ class WanGenerator(BatchedGenerator):
         defaults: GeneratorDefaults | None = None,
         offload: str = "none",
     ) -> None:
-        super().__init__(limits)
-        self.model_path = Path(model_path)
-        self.device = torch_device(device)
-        self.dtype = weights_dtype(self.device)
+        super().__init__(model_path, limits=limits, device=device)
         # Load and check every component now, so a broken checkpoint never fails mid-job.
         index = read_index(self.model_path, WAN_PIPELINES, COMPONENTS, self.family)
         image_pipeline = index["_class_name"] == "WanImageToVideoPipeline"
